@@ -1,0 +1,34 @@
+//! # dialgate
+//!
+//! Outbound call campaigns for AI voice agents: a dialer, a real-time media
+//! gateway and an answering-machine detector in one binary.
+//!
+//! ## The data path
+//!
+//! ```text
+//! carrier frame ──► carrier codec ──► AudioFrame (PCM i16, 8 kHz, 20 ms)
+//!  (Twilio JSON,     (sans-IO:          │
+//!   RTP packet)       decode, G.711)    ▼
+//!                                CallSession (sans-IO, one per call)
+//!                                  ├─► Amd: VAD ─► tones ─► features ─► ONNX ─► policy ─► [LLM]
+//!                                  ├─► agent audio gated by the AMD decision
+//!                                  └─► lifecycle events ─► outbox ─► actions
+//! ```
+//!
+//! Where the code lives:
+//!
+//! - [`audio`]: the audio currency ([`audio::AudioFrame`]), G.711, resampling,
+//!   SPSC rings, WAV and Opus.
+//! - [`onnx`]: finding (or fetching, once) the ONNX Runtime library and
+//!   opening models.
+//! - [`detect`]: voice activity detection and, on top of it, answering-machine
+//!   detection.
+//! - [`doctor`]: checks everything loaded at run time.
+//!
+//! Cores are sans-IO: they are told the time and never read a clock, open a
+//! socket or spawn. Drivers (tokio tasks) own sockets and timers.
+
+pub mod audio;
+pub mod detect;
+pub mod doctor;
+pub mod onnx;
