@@ -2,4 +2,6 @@
 //! on it) answering-machine detection. Every detector here is sans-IO: it is
 //! pushed frames stamped with media time and never reads a clock.
 
+pub mod corpus;
+pub mod tones;
 pub mod vad;
