@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train.
+
+The features are not computed here: `dialgate amd features` (the Rust front
+end the live detector runs) writes them to models/amd_train_features.csv, and
+this script only fits and exports. One implementation of every feature, so
+training and inference cannot drift apart; tests/amd_features.rs re-extracts
+the table and compares it with the committed one.
+
+Which snapshots train the model: those where the detector would actually be
+deciding, i.e. at least 0.5 s after the first speech began and
+  - human clips: up to 1.5 s after the end of the first utterance;
+  - machine clips: up to the end of the greeting.
+Fax, SIT and silence are decided by tones and rules, not by the model.
+
+Usage: python3 models/train_amd.py [--features FILE] [--no-extract]
+Needs: numpy, scikit-learn, skl2onnx, onnx (pip), and cargo.
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.model_selection import GroupKFold
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SEED = 20261204
+
+
+def extract(out):
+    cmd = ["cargo", "run", "--release", "--quiet", "--", "amd", "features",
+           os.path.join(ROOT, "fixtures/amd/train"), "--out", out]
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def load(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    meta = ["file", "label", "scenario", "speech_end_ms", "greeting_end_ms", "beep_end_ms"]
+    names = [k for k in rows[0].keys() if k not in meta]
+    return rows, names
+
+
+def select(rows, names):
+    X, y, groups, scen = [], [], [], []
+    for r in rows:
+        if r["label"] not in ("human", "machine") or r["has_speech"] != "1":
+            continue
+        t = float(r["t_ms"])
+        # the policy never lets the model decide on the first moments of speech
+        if t < float(r["first_speech_ms"]) + 500:
+            continue
+        if r["label"] == "human":
+            if t > float(r["speech_end_ms"]) + 1500:
+                continue
+        elif t > float(r["greeting_end_ms"]):
+            continue
+        X.append([float(r[n]) for n in names])
+        y.append(1 if r["label"] == "machine" else 0)
+        groups.append(r["file"])
+        scen.append(r["scenario"])
+    return np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen)
+
+
+def clip_weights(groups):
+    """Each clip weighs the same, however many snapshots it has."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def model():
+    return GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.1,
+                                      subsample=0.8, min_samples_leaf=20, random_state=SEED)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", default=os.path.join(HERE, "amd_train_features.csv"))
+    ap.add_argument("--no-extract", action="store_true")
+    args = ap.parse_args()
+    if not args.no_extract:
+        extract(args.features)
+    rows, names = load(args.features)
+    X, y, groups, scen = select(rows, names)
+    print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
+
+    # Grouped cross-validation (a clip's snapshots never straddle folds).
+    oof = np.zeros(len(y))
+    for tr, te in GroupKFold(n_splits=5).split(X, y, groups):
+        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr]))
+        oof[te] = m.predict_proba(X[te])[:, 1]
+    acc = ((oof >= 0.5) == y).mean()
+    hum_fp = ((oof >= 0.85) & (y == 0)).sum() / max(1, (y == 0).sum())
+    mach_hit = ((oof >= 0.85) & (y == 1)).sum() / max(1, (y == 1).sum())
+    print(f"grouped 5-fold CV, snapshot level: accuracy@0.5 {acc:.3f}, "
+          f"humans >= 0.85: {hum_fp:.4f}, machines >= 0.85: {mach_hit:.3f}", file=sys.stderr)
+
+    clf = model().fit(X, y, sample_weight=clip_weights(groups))
+    importances = sorted(zip(names, clf.feature_importances_), key=lambda kv: -kv[1])
+
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    onx = convert_sklearn(clf, initial_types=[("input", FloatTensorType([None, len(names)]))],
+                          options={id(clf): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
+    meta = onx.metadata_props.add()
+    meta.key, meta.value = "features", ",".join(names)
+    out = os.path.join(HERE, "amd.onnx")
+    with open(out, "wb") as f:
+        f.write(onx.SerializeToString())
+
+    # Check the exported graph against scikit-learn on the training table.
+    import onnxruntime as ort
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    p_onnx = sess.run(None, {"input": X})[1][:, 1]
+    p_skl = clf.predict_proba(X)[:, 1]
+    max_diff = float(np.abs(p_onnx - p_skl).max())
+    print(f"onnx vs sklearn max |dp| = {max_diff:.2e}", file=sys.stderr)
+    assert max_diff < 1e-4
+
+    report = {
+        "snapshots": int(len(X)), "clips": int(len(set(groups))), "machine_fraction": float(y.mean()),
+        "cv_accuracy_at_0_5": float(acc), "cv_humans_at_or_above_0_85": float(hum_fp),
+        "cv_machines_at_or_above_0_85": float(mach_hit),
+        "importances": {k: round(float(v), 4) for k, v in importances},
+        "onnx_vs_sklearn_max_abs_diff": max_diff,
+    }
+    with open(os.path.join(HERE, "amd_training_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+//! Answering-machine detection: the decision policy over the front end
+//! (VAD, tones, features) and the ONNX classifier.
+//!
+//! Sans-IO: push 20 ms frames stamped with media time since answer, poll
+//! [`AmdEvent`]s. It never reads a clock; LLM verification is requested as an
+//! event and its verdict handed back with [`Amd::llm_verdict`], so the driver
+//! owns the HTTP call and its timer.
+//!
+//! The policy, biased toward *human* (calling a person a machine hangs up on
+//! them; the reverse costs a few seconds of an agent talking to a recording):
+//!
+//! | evidence | outcome | trigger |
+//! |---|---|---|
+//! | SIT triple | `sit` | `tone` |
+//! | fax CED, or CNG before any speech | `fax` | `tone` |
+//! | a beep after speech | `machine_start` then `machine_end_beep` | `beep` |
+//! | speech of ≤ 4.5 s then silence (450 ms after < 1 s of speech, 750 ms after more), model p < 0.35 | `human` | `short_utterance` |
+//! | model p ≥ 0.85 after ≥ 1.5 s of speech | `machine_start` | `model` |
+//! | ≥ 5.5 s of continuous speech | `machine_start` | `long_speech` |
+//! | no speech for 5 s | `unknown` (never machine) | `silence` |
+//! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
+//! | … p ≤ 0.3 | `human` | `deadline` |
+//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s), then the fallback | `llm` / `fallback` |
+//!
+//! After `machine_start` it listens for the end of the greeting: a beep
+//! (`machine_end_beep`), 1.8 s of silence with no tone sounding
+//! (`machine_end_silence`), or 30 s of greeting or the end of the audio
+//! (`machine_end_other`).
+
+use std::collections::VecDeque;
+
+use super::classifier;
+use super::frontend::Frontend;
+use super::tones::{Tone, ToneEvent};
+use crate::audio::AudioFrame;
+use crate::onnx::OnnxError;
+
+/// What answered (Twilio's `AnsweredBy` vocabulary, extended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AmdOutcome {
+    /// A person.
+    Human,
+    /// A machine; its greeting is still playing.
+    MachineStart,
+    /// The machine's greeting ended with a beep: speak now.
+    MachineEndBeep,
+    /// The greeting ended in silence.
+    MachineEndSilence,
+    /// The greeting's end could not be found (too long, or the audio ended).
+    MachineEndOther,
+    /// A fax machine.
+    Fax,
+    /// Special information tones (not in service, intercept).
+    Sit,
+    /// No speech, or undecidable.
+    Unknown,
+}
+
+impl AmdOutcome {
+    /// The wire name (`machine_end_beep`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::MachineStart => "machine_start",
+            Self::MachineEndBeep => "machine_end_beep",
+            Self::MachineEndSilence => "machine_end_silence",
+            Self::MachineEndOther => "machine_end_other",
+            Self::Fax => "fax",
+            Self::Sit => "sit",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// True for every `machine_*` outcome.
+    pub fn is_machine(self) -> bool {
+        matches!(
+            self,
+            Self::MachineStart
+                | Self::MachineEndBeep
+                | Self::MachineEndSilence
+                | Self::MachineEndOther
+        )
+    }
+
+    /// True for the outcomes that end a machine's greeting.
+    pub fn is_machine_end(self) -> bool {
+        self.is_machine() && self != Self::MachineStart
+    }
+}
+
+impl std::fmt::Display for AmdOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A short utterance followed by silence.
+    ShortUtterance,
+    /// The classifier was confident.
+    Model,
+    /// Long continuous speech.
+    LongSpeech,
+    /// A beep.
+    Beep,
+    /// SIT or fax tones.
+    Tone,
+    /// No speech at all.
+    Silence,
+    /// The initial check delay, with the model leaning one way.
+    Deadline,
+    /// Undecided at the deadline, no LLM: the configured fallback.
+    Fallback,
+    /// The LLM verifier's verdict, combined with the model's.
+    Llm,
+    /// The LLM failed or ran out of time: the configured fallback.
+    LlmFailed,
+    /// Silence after the greeting.
+    EndSilence,
+    /// The greeting ran too long or the audio ended.
+    EndOther,
+    /// The audio ended before a decision.
+    EndOfAudio,
+}
+
+impl Trigger {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ShortUtterance => "short_utterance",
+            Self::Model => "model",
+            Self::LongSpeech => "long_speech",
+            Self::Beep => "beep",
+            Self::Tone => "tone",
+            Self::Silence => "silence",
+            Self::Deadline => "deadline",
+            Self::Fallback => "fallback",
+            Self::Llm => "llm",
+            Self::LlmFailed => "llm_failed",
+            Self::EndSilence => "end_silence",
+            Self::EndOther => "end_other",
+            Self::EndOfAudio => "end_of_audio",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmdDecision {
+    /// What answered.
+    pub outcome: AmdOutcome,
+    /// Media time (ms since answer) the decision was made at.
+    pub at_ms: u64,
+    /// The classifier's p(machine) at that time (0 when it was not run).
+    pub p_machine: f32,
+    /// What made it.
+    pub trigger: Trigger,
+    /// The beep, for `machine_end_beep`.
+    pub beep: Option<Tone>,
+    /// Whether the LLM verifier was consulted.
+    pub escalated: bool,
+}
+
+/// What the detector asks of its driver or tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AmdEvent {
+    /// A decision.
+    Decision(AmdDecision),
+    /// Send this greeting audio (a WAV file, 8 kHz PCM16) to the LLM
+    /// verifier and hand its verdict to [`Amd::llm_verdict`] before media
+    /// time `deadline_ms`.
+    Verify {
+        /// The call's audio so far.
+        wav: Vec<u8>,
+        /// The answer must arrive before this media time.
+        deadline_ms: u64,
+        /// p(machine) that made the detector unsure.
+        p_machine: f32,
+    },
+}
+
+/// What to decide when unsure and no LLM can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Treat as a person (the default: never hang up on a person).
+    Human,
+    /// Treat as a machine.
+    Machine,
+    /// Say `unknown` and let the campaign decide.
+    Unknown,
+}
+
+/// The verifier's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LlmVerdict {
+    /// The LLM's p(machine), 0 to 1.
+    Answer {
+        /// Its estimate.
+        p_machine: f32,
+    },
+    /// The call failed (timeout, HTTP error, unparseable answer).
+    Failed,
+}
+
+/// Per-campaign AMD settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmdConfig {
+    /// The seed's "initial check delay": the latest media time a decision
+    /// waits for when the evidence allowed none earlier.
+    pub initial_check_delay_ms: u64,
+    /// Model p(machine) at or above which a machine is called.
+    pub machine_threshold: f32,
+    /// Model p(machine) below which the fast human path may fire.
+    pub human_threshold: f32,
+    /// At the deadline, p(machine) at or below which it is a human.
+    pub deadline_human_threshold: f32,
+    /// Silence after a short first utterance (under
+    /// [`long_utterance_ms`](Self::long_utterance_ms)) that makes it a human.
+    pub human_silence_ms: u64,
+    /// First utterances at least this long need
+    /// [`human_silence_long_ms`](Self::human_silence_long_ms) of silence: a
+    /// sentence that long is as likely a greeting's first line, and a person
+    /// who said it waits longer for an answer anyway.
+    pub long_utterance_ms: u64,
+    /// Silence after a long first utterance that makes it a human.
+    pub human_silence_long_ms: u64,
+    /// Longest first utterance the fast human path accepts.
+    pub human_max_utterance_ms: u64,
+    /// Speech needed before the model may call a machine.
+    pub min_machine_speech_ms: u64,
+    /// Continuous speech this long is a machine whatever the model says.
+    pub long_speech_ms: u64,
+    /// No speech for this long is `unknown`.
+    pub no_speech_timeout_ms: u64,
+    /// After `machine_start`, silence this long ends the greeting.
+    pub end_silence_ms: u64,
+    /// After `machine_start`, give up looking for the end after this long.
+    pub max_greeting_ms: u64,
+    /// Unsure at the initial check delay (and no LLM): keep listening while
+    /// the evidence comes in, up to this media time; then the fallback.
+    pub max_wait_ms: u64,
+    /// LLM verification: `Some(budget_ms)` to ask when unsure.
+    pub llm_budget_ms: Option<u64>,
+    /// What to decide when unsure and the LLM is off or failed.
+    pub fallback: Fallback,
+}
+
+impl Default for AmdConfig {
+    fn default() -> Self {
+        Self {
+            initial_check_delay_ms: 3000,
+            machine_threshold: 0.85,
+            human_threshold: 0.35,
+            deadline_human_threshold: 0.3,
+            human_silence_ms: 450,
+            long_utterance_ms: 1000,
+            human_silence_long_ms: 750,
+            human_max_utterance_ms: 4500,
+            min_machine_speech_ms: 1500,
+            long_speech_ms: 5500,
+            no_speech_timeout_ms: 5000,
+            end_silence_ms: 1800,
+            max_greeting_ms: 30_000,
+            max_wait_ms: 5000,
+            llm_budget_ms: None,
+            fallback: Fallback::Human,
+        }
+    }
+}
+
+/// Errors from the detector.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmdError {
+    /// A model failed to load or run.
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Listening,
+    Verifying { deadline_ms: u64, p_model: f32 },
+    AwaitingEnd { since_ms: u64 },
+    Done,
+}
+
+/// The detector for one call.
+pub struct Amd {
+    cfg: AmdConfig,
+    frontend: Frontend,
+    state: State,
+    events: VecDeque<AmdEvent>,
+    tones: Vec<ToneEvent>,
+    p_machine: f32,
+    escalated: bool,
+    now_ms: u64,
+    first_speech_seen_ms: Option<u64>,
+    deadline_passed: bool,
+}
+
+impl std::fmt::Debug for Amd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Amd")
+            .field("state", &self.state)
+            .field("now_ms", &self.now_ms)
+            .finish()
+    }
+}
+
+impl Amd {
+    /// A detector with `cfg`; loads the models on this thread.
+    pub fn new(cfg: AmdConfig) -> Result<Self, AmdError> {
+        classifier::warm_up()?;
+        Ok(Self {
+            cfg,
+            frontend: Frontend::new()?,
+            state: State::Listening,
+            events: VecDeque::with_capacity(4),
+            tones: Vec::with_capacity(4),
+            p_machine: 0.0,
+            escalated: false,
+            now_ms: 0,
+            first_speech_seen_ms: None,
+            deadline_passed: false,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AmdConfig {
+        &self.cfg
+    }
+
+    /// True once every decision this call will get was made.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The latest p(machine) from the classifier.
+    pub fn p_machine(&self) -> f32 {
+        self.p_machine
+    }
+
+    /// The front end (features, greeting audio).
+    pub fn frontend(&self) -> &Frontend {
+        &self.frontend
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<AmdEvent> {
+        self.events.pop_front()
+    }
+
+    fn decide(&mut self, outcome: AmdOutcome, trigger: Trigger, beep: Option<Tone>) {
+        self.events.push_back(AmdEvent::Decision(AmdDecision {
+            outcome,
+            at_ms: self.now_ms,
+            p_machine: self.p_machine,
+            trigger,
+            beep,
+            escalated: self.escalated,
+        }));
+        self.state = match outcome {
+            AmdOutcome::MachineStart => State::AwaitingEnd {
+                since_ms: self.now_ms,
+            },
+            _ => State::Done,
+        };
+    }
+
+    fn fallback(&mut self, trigger: Trigger) {
+        match self.cfg.fallback {
+            Fallback::Human => self.decide(AmdOutcome::Human, trigger, None),
+            Fallback::Machine => self.decide(AmdOutcome::MachineStart, trigger, None),
+            Fallback::Unknown => self.decide(AmdOutcome::Unknown, trigger, None),
+        }
+    }
+
+    /// Pushes one frame (media time since answer).
+    pub fn push_frame(&mut self, frame: &AudioFrame) -> Result<(), AmdError> {
+        if self.state == State::Done {
+            return Ok(());
+        }
+        self.now_ms = frame.end_ms();
+        let mut tones = std::mem::take(&mut self.tones);
+        tones.clear();
+        let out = self.frontend.push_frame(frame, |e| tones.push(e))?;
+        for &tone in &tones {
+            self.on_tone(tone);
+        }
+        self.tones = tones;
+        if out.chunk && self.state != State::Done {
+            self.on_chunk()?;
+        }
+        if let State::Verifying {
+            deadline_ms,
+            p_model,
+        } = self.state
+            && self.now_ms >= deadline_ms
+        {
+            self.p_machine = p_model;
+            self.fallback(Trigger::LlmFailed);
+        }
+        Ok(())
+    }
+
+    fn on_tone(&mut self, tone: ToneEvent) {
+        let has_speech = self.frontend.features().has_speech();
+        match (self.state, tone) {
+            (State::Done, _) => {}
+            (State::AwaitingEnd { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
+                self.decide(AmdOutcome::MachineEndBeep, Trigger::Beep, Some(b));
+            }
+            (State::AwaitingEnd { .. }, _) => {}
+            (_, ToneEvent::Sit { .. }) => self.decide(AmdOutcome::Sit, Trigger::Tone, None),
+            (_, ToneEvent::FaxCed { .. }) => self.decide(AmdOutcome::Fax, Trigger::Tone, None),
+            (_, ToneEvent::FaxCng(_)) if !has_speech => {
+                self.decide(AmdOutcome::Fax, Trigger::Tone, None)
+            }
+            (_, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if has_speech => {
+                // A beep after speech: a greeting just ended. A beep with no
+                // speech before it is ignored (a stray tone or a cadence).
+                self.decide(AmdOutcome::MachineStart, Trigger::Beep, None);
+                self.decide(AmdOutcome::MachineEndBeep, Trigger::Beep, Some(b));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_chunk(&mut self) -> Result<(), AmdError> {
+        let f = self.frontend.features();
+        let t = self.now_ms;
+        match self.state {
+            State::Done => {}
+            State::AwaitingEnd { since_ms } => {
+                if !f.in_speech()
+                    && f.current_silence_ms() >= self.cfg.end_silence_ms
+                    && self.frontend.tones().tone_in_progress().is_none()
+                {
+                    self.decide(AmdOutcome::MachineEndSilence, Trigger::EndSilence, None);
+                } else if t.saturating_sub(since_ms) >= self.cfg.max_greeting_ms {
+                    self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None);
+                }
+            }
+            State::Listening | State::Verifying { .. } => {
+                if !f.has_speech() {
+                    if t >= self.cfg.no_speech_timeout_ms {
+                        self.decide(AmdOutcome::Unknown, Trigger::Silence, None);
+                    }
+                    return Ok(());
+                }
+                let first_speech = *self.first_speech_seen_ms.get_or_insert(t);
+                let snapshot = self.frontend.snapshot();
+                self.p_machine = classifier::p_machine(&snapshot)?;
+                let f = self.frontend.features();
+                let p = self.p_machine;
+                let speech = f.speech_ms();
+                let needed_silence = if speech >= self.cfg.long_utterance_ms {
+                    self.cfg.human_silence_long_ms
+                } else {
+                    self.cfg.human_silence_ms
+                };
+                if f.first_utterance_end().is_some()
+                    && speech <= self.cfg.human_max_utterance_ms
+                    && !f.in_speech()
+                    && f.current_silence_ms() >= needed_silence
+                    && p < self.cfg.human_threshold
+                {
+                    self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
+                } else if p >= self.cfg.machine_threshold
+                    && f.speech_ms() >= self.cfg.min_machine_speech_ms
+                {
+                    self.decide(AmdOutcome::MachineStart, Trigger::Model, None);
+                } else if f.current_segment_ms() >= self.cfg.long_speech_ms {
+                    self.decide(AmdOutcome::MachineStart, Trigger::LongSpeech, None);
+                } else if self.state == State::Listening
+                    && t >= self.cfg.initial_check_delay_ms
+                    && t >= first_speech + 1500
+                {
+                    self.at_deadline(p, t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Called on every chunk once the initial check delay has passed without
+    /// a decision.
+    fn at_deadline(&mut self, p: f32, t: u64) {
+        let first = !self.deadline_passed;
+        self.deadline_passed = true;
+        if p >= self.cfg.machine_threshold {
+            // Confident, if on little speech (music or a tone came first).
+            self.decide(AmdOutcome::MachineStart, Trigger::Deadline, None);
+        } else if first && p <= self.cfg.deadline_human_threshold {
+            // Only at the deadline itself: later, a momentary dip in p
+            // during a greeting must not call it a person.
+            self.decide(AmdOutcome::Human, Trigger::Deadline, None);
+        } else if let Some(budget) = self.cfg.llm_budget_ms {
+            self.escalated = true;
+            let wav = crate::audio::wav::to_wav_bytes(8000, self.frontend.greeting_audio());
+            let deadline_ms = self.now_ms + budget;
+            self.events.push_back(AmdEvent::Verify {
+                wav,
+                deadline_ms,
+                p_machine: p,
+            });
+            self.state = State::Verifying {
+                deadline_ms,
+                p_model: p,
+            };
+        } else if t >= self.cfg.max_wait_ms {
+            self.fallback(Trigger::Fallback);
+        }
+        // else: unsure; keep listening, the other rules still apply
+    }
+
+    /// Hands back the LLM verifier's answer. Its p(machine) is combined with
+    /// the model's (the LLM weighs 70 %): at or above 0.5 it is a machine.
+    pub fn llm_verdict(&mut self, verdict: LlmVerdict) {
+        let State::Verifying { p_model, .. } = self.state else {
+            return;
+        };
+        match verdict {
+            LlmVerdict::Answer { p_machine } => {
+                let combined = 0.7 * p_machine.clamp(0.0, 1.0) + 0.3 * p_model;
+                self.p_machine = combined;
+                if combined >= 0.5 {
+                    self.decide(AmdOutcome::MachineStart, Trigger::Llm, None);
+                } else {
+                    self.decide(AmdOutcome::Human, Trigger::Llm, None);
+                }
+            }
+            LlmVerdict::Failed => {
+                self.p_machine = p_model;
+                self.fallback(Trigger::LlmFailed);
+            }
+        }
+    }
+
+    /// The audio ended (hang-up, end of file): settle what is pending.
+    pub fn finish(&mut self) {
+        match self.state {
+            State::Done => {}
+            State::AwaitingEnd { .. } => {
+                self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None)
+            }
+            State::Listening | State::Verifying { .. } => {
+                if !self.frontend.features().has_speech() {
+                    self.decide(AmdOutcome::Unknown, Trigger::EndOfAudio, None);
+                } else if self.p_machine >= self.cfg.machine_threshold {
+                    self.decide(AmdOutcome::MachineStart, Trigger::EndOfAudio, None);
+                    self.decide(AmdOutcome::MachineEndOther, Trigger::EndOfAudio, None);
+                } else if self.p_machine <= self.cfg.deadline_human_threshold {
+                    self.decide(AmdOutcome::Human, Trigger::EndOfAudio, None);
+                } else {
+                    self.fallback(Trigger::EndOfAudio);
+                }
+            }
+        }
+    }
+}

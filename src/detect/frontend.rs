@@ -1,0 +1,106 @@
+//! The AMD front end: everything computed from raw frames before a decision
+//! is considered. Per 20 ms frame: the tone bank, Silero VAD (a chunk every
+//! 32 ms), the feature tracker, and a copy of the audio into a fixed-size
+//! buffer the LLM verifier may be sent.
+//!
+//! Shared by the live detector ([`super::amd::Amd`]), `amd features` (the
+//! training data) and the benchmarks, so all three see identical numbers.
+
+use super::features::{FeatureTracker, FeatureVector};
+use super::tones::{ToneBank, ToneConfig, ToneEvent};
+use super::vad::{SegmentEvent, SegmenterConfig, SileroVad, VadRate};
+use crate::audio::{AudioFrame, FRAME_SAMPLES};
+use crate::onnx::OnnxError;
+
+/// How much audio the greeting buffer keeps (the start of the call).
+pub const GREETING_BUFFER_MS: u64 = 8_000;
+const GREETING_SAMPLES: usize = (GREETING_BUFFER_MS as usize) * 8;
+
+/// What one frame produced.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameOutput {
+    /// A VAD chunk completed with this frame (features changed).
+    pub chunk: bool,
+    /// A speech segment started or ended.
+    pub segment: Option<SegmentEvent>,
+}
+
+/// VAD, tones and features for one call.
+pub struct Frontend {
+    vad: SileroVad,
+    tones: ToneBank,
+    features: FeatureTracker,
+    greeting: Box<[i16]>,
+    greeting_len: usize,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend")
+            .field("now_ms", &self.features.now_ms())
+            .finish()
+    }
+}
+
+impl Frontend {
+    /// A front end with default VAD, segmenter and tone settings.
+    pub fn new() -> Result<Self, OnnxError> {
+        Self::with_config(SegmenterConfig::default(), ToneConfig::default())
+    }
+
+    /// A front end with explicit settings.
+    pub fn with_config(seg: SegmenterConfig, tones: ToneConfig) -> Result<Self, OnnxError> {
+        Ok(Self {
+            vad: SileroVad::new(VadRate::Hz8000)?,
+            tones: ToneBank::new(tones),
+            features: FeatureTracker::new(seg),
+            greeting: vec![0; GREETING_SAMPLES].into_boxed_slice(),
+            greeting_len: 0,
+        })
+    }
+
+    /// Processes one frame (media time from answer); tone events go to
+    /// `on_tone`.
+    pub fn push_frame(
+        &mut self,
+        frame: &AudioFrame,
+        mut on_tone: impl FnMut(ToneEvent),
+    ) -> Result<FrameOutput, OnnxError> {
+        self.tones.push_frame(frame, &mut on_tone);
+        let mut out = FrameOutput::default();
+        let features = &mut self.features;
+        self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
+            out.chunk = true;
+            if let Some(e) = features.push_chunk(chunk) {
+                out.segment = Some(e);
+            }
+        })?;
+        self.features.advance(frame.end_ms());
+        if self.greeting_len + FRAME_SAMPLES <= self.greeting.len() {
+            self.greeting[self.greeting_len..self.greeting_len + FRAME_SAMPLES]
+                .copy_from_slice(&frame.pcm);
+            self.greeting_len += FRAME_SAMPLES;
+        }
+        Ok(out)
+    }
+
+    /// The feature tracker (timing queries).
+    pub fn features(&self) -> &FeatureTracker {
+        &self.features
+    }
+
+    /// The current feature vector.
+    pub fn snapshot(&self) -> FeatureVector {
+        self.features.snapshot()
+    }
+
+    /// The tone bank (is a beep sounding now?).
+    pub fn tones(&self) -> &ToneBank {
+        &self.tones
+    }
+
+    /// The first [`GREETING_BUFFER_MS`] of the call, 8 kHz PCM.
+    pub fn greeting_audio(&self) -> &[i16] {
+        &self.greeting[..self.greeting_len]
+    }
+}

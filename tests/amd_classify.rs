@@ -1,0 +1,123 @@
+//! `amd classify` end to end on corpus clips, and on bad input.
+
+mod common;
+
+use std::io::Write;
+
+use dialgate::detect::amd::AmdConfig;
+use dialgate::detect::bench::{BenchError, classify_file};
+
+fn classify(path: &std::path::Path) -> Result<dialgate::detect::bench::Classification, BenchError> {
+    classify_file(path, AmdConfig::default(), None, 60_000)
+}
+
+#[test]
+fn corpus_clips_get_the_expected_timeline() {
+    let rows = common::labels(&common::corpus_dir().join("heldout"));
+    let pick = |scenario: &str| rows.iter().find(|r| r.scenario == scenario).unwrap();
+
+    let human = pick("hello_silence");
+    let c = classify(&human.path).unwrap();
+    assert_eq!(c.answered_by, "human", "{}: {c:?}", human.file);
+    assert!(c.decision_ms > human.speech_end_ms.unwrap());
+
+    let silence = pick("dead_air");
+    let c = classify(&silence.path).unwrap();
+    assert_eq!(c.answered_by, "unknown", "{c:?}");
+
+    let sit = pick("sit");
+    assert_eq!(classify(&sit.path).unwrap().answered_by, "sit");
+
+    // A voicemail whose beep the detector reports: machine_start first, then
+    // machine_end_beep close to the labelled end of the beep.
+    let beeps: Vec<_> = rows
+        .iter()
+        .filter(|r| r.scenario == "personal_vm_beep")
+        .collect();
+    let mut found = false;
+    for vm in beeps {
+        let c = classify(&vm.path).unwrap();
+        if c.machine_end.as_deref() == Some("machine_end_beep") {
+            assert_eq!(c.timeline[0].outcome, "machine_start");
+            let lag = c.machine_end_ms.unwrap() as i64 - vm.beep_end_ms.unwrap() as i64;
+            assert!((0..=150).contains(&lag), "{}: lag {lag}", vm.file);
+            assert!(c.beep.is_some());
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "no held-out voicemail reported its beep");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_or_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let err = |p: &std::path::Path| classify(p).unwrap_err().to_string();
+
+    assert!(err(&write("text.wav", b"this is not audio at all")).contains("not a WAV"));
+    assert!(err(&write("empty.wav", b"")).contains("empty"));
+    let missing = dir.path().join("missing.wav");
+    assert!(err(&missing).contains("missing.wav"));
+
+    // a valid header with 0 samples
+    let mut zero = Vec::new();
+    zero.extend_from_slice(b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x40\x1f\0\0\x80\x3e\0\0\x02\0\x10\0data\0\0\0\0");
+    assert!(err(&write("zero.wav", &zero)).contains("no audio"));
+
+    // ADPCM: a real encoding we do not decode
+    let mut adpcm = zero.clone();
+    adpcm[20] = 0x11;
+    adpcm[34] = 4;
+    adpcm[32] = 1;
+    let e = err(&write("adpcm.wav", &adpcm));
+    assert!(e.contains("unsupported") || e.contains("malformed"), "{e}");
+
+    // stereo 44.1 kHz of silence: a correct result (unknown)
+    let path = dir.path().join("stereo.wav");
+    let frames = 44_100 * 6;
+    let mut f = std::fs::File::create(&path).unwrap();
+    let data_len = (frames * 4) as u32;
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data_len).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&[1, 0, 2, 0]).unwrap();
+    f.write_all(&44_100u32.to_le_bytes()).unwrap();
+    f.write_all(&(44_100u32 * 4).to_le_bytes()).unwrap();
+    f.write_all(&[4, 0, 16, 0]).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&data_len.to_le_bytes()).unwrap();
+    f.write_all(&vec![0u8; frames * 4]).unwrap();
+    drop(f);
+    assert_eq!(classify(&path).unwrap().answered_by, "unknown");
+
+    // four hours at 8 kHz PCM16, sparse on disk: streamed, decided, stopped
+    let path = dir.path().join("four_hours.wav");
+    let samples: u64 = 4 * 3600 * 8000;
+    let mut f = std::fs::File::create(&path).unwrap();
+    let data_len = (samples * 2) as u32;
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data_len).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&[1, 0, 1, 0]).unwrap();
+    f.write_all(&8000u32.to_le_bytes()).unwrap();
+    f.write_all(&16_000u32.to_le_bytes()).unwrap();
+    f.write_all(&[2, 0, 16, 0]).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&data_len.to_le_bytes()).unwrap();
+    f.set_len(44 + samples * 2).unwrap();
+    drop(f);
+    let c = classify(&path).unwrap();
+    assert_eq!(c.answered_by, "unknown");
+    assert!(
+        c.audio_ms <= 60_000,
+        "read {} ms of a 4-hour file",
+        c.audio_ms
+    );
+}
