@@ -38,6 +38,13 @@ struct AmdArgs {
     /// Read at most this much of each file, ms.
     #[arg(long, default_value_t = 60_000)]
     max_audio_ms: u64,
+    /// Ask an LLM when unsure (DIALGATE_LLM_BASE_URL, DIALGATE_LLM_MODEL,
+    /// DIALGATE_LLM_API_KEY or OPENAI_API_KEY).
+    #[arg(long)]
+    llm: bool,
+    /// Time the LLM may take, ms.
+    #[arg(long, default_value_t = 1500)]
+    llm_budget_ms: u64,
 }
 
 impl AmdArgs {
@@ -52,8 +59,19 @@ impl AmdArgs {
         Ok(AmdConfig {
             initial_check_delay_ms: self.initial_check_delay_ms,
             fallback,
+            llm_budget_ms: self.llm.then_some(self.llm_budget_ms),
             ..AmdConfig::default()
         })
+    }
+
+    fn verifier(&self) -> anyhow::Result<Option<dialgate::detect::llm::BlockingVerifier>> {
+        use dialgate::detect::llm::{BlockingVerifier, LlmConfig, LlmVerifier};
+        if !self.llm {
+            return Ok(None);
+        }
+        Ok(Some(BlockingVerifier::new(LlmVerifier::new(
+            LlmConfig::from_env(),
+        )?)?))
     }
 }
 
@@ -196,9 +214,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprint!("\r{i}/{n} clips");
                 }
             };
+            let verifier = amd.verifier()?;
+            let v = verifier
+                .as_ref()
+                .map(|v| v as &dyn dialgate::detect::bench::Verifier);
             let report = bench(
                 &dir,
-                Detector::Dialgate(amd.config()?, None),
+                Detector::Dialgate(amd.config()?, v),
                 threads,
                 per_file || plot.is_some(),
                 amd.max_audio_ms,

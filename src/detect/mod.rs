@@ -15,5 +15,6 @@ pub mod corpus;
 pub mod dataset;
 pub mod features;
 pub mod frontend;
+pub mod llm;
 pub mod tones;
 pub mod vad;

@@ -1,0 +1,312 @@
+//! LLM verification for AMD (the seed's "Advanced Verification"): when the
+//! detector is unsure, the greeting audio is sent to an OpenAI-compatible
+//! chat-completions endpoint as a WAV `input_audio` part with a strict
+//! instruction, and the model's JSON verdict comes back as p(machine).
+//!
+//! Request (POST `{base_url}/chat/completions`, `Authorization: Bearer`):
+//!
+//! ```json
+//! {"model": "...", "temperature": 0, "response_format": {"type": "json_object"},
+//!  "messages": [{"role": "system", "content": "<instruction>"},
+//!               {"role": "user", "content": [
+//!                 {"type": "text", "text": "..."},
+//!                 {"type": "input_audio", "input_audio": {"data": "<base64 WAV>", "format": "wav"}}]}]}
+//! ```
+//!
+//! Expected answer: `choices[0].message.content` holding
+//! `{"answered_by": "human" | "machine", "confidence": 0..1}`. Anything else
+//! (a timeout, an HTTP error, prose, a missing field) is an [`LlmError`] that
+//! says which; the detector then falls back as configured.
+//!
+//! Configuration: `DIALGATE_LLM_BASE_URL` (default `https://api.openai.com/v1`),
+//! `DIALGATE_LLM_MODEL` (default `gpt-4o-audio-preview`), and the key from
+//! `DIALGATE_LLM_API_KEY` or `OPENAI_API_KEY`.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::amd::LlmVerdict;
+use super::bench::Verifier;
+
+/// The instruction sent with every request.
+pub const INSTRUCTION: &str = "You classify the first seconds of an outbound phone call. \
+The audio is what the called party's side sent after the call was answered. \
+Decide whether a live person answered (human) or a recording did (machine: voicemail greeting, \
+carrier mailbox announcement, IVR menu, automated message). A person typically says a short \
+greeting and waits; a machine speaks a prepared message, often ending in a beep. \
+Answer with one JSON object and nothing else: {\"answered_by\": \"human\" or \"machine\", \
+\"confidence\": a number from 0 to 1}.";
+
+/// Errors from the verifier.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// No answer within the budget.
+    #[error("no answer within {budget_ms} ms")]
+    Timeout { budget_ms: u64 },
+    /// The server answered with an error status.
+    #[error("HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    /// The request could not be sent or the answer not read.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The answer was not the JSON verdict asked for.
+    #[error("unusable answer: {0}")]
+    BadAnswer(String),
+    /// The verifier is not configured.
+    #[error("LLM verifier not configured: {0}")]
+    Config(String),
+}
+
+/// Where and how to ask.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// Base URL of the OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer token (may be empty for local servers).
+    pub api_key: String,
+}
+
+impl LlmConfig {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            base_url: var("DIALGATE_LLM_BASE_URL")
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            model: var("DIALGATE_LLM_MODEL").unwrap_or_else(|| "gpt-4o-audio-preview".into()),
+            api_key: var("DIALGATE_LLM_API_KEY")
+                .or_else(|| var("OPENAI_API_KEY"))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Verdict {
+    answered_by: String,
+    confidence: f64,
+}
+
+/// Parses the assistant's text into p(machine). Accepts the object bare or
+/// inside a Markdown code fence; nothing looser.
+pub fn parse_verdict(content: &str) -> Result<f32, LlmError> {
+    let t = content.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|s| s.strip_suffix("```"))
+        .unwrap_or(t)
+        .trim();
+    let v: Verdict = serde_json::from_str(t)
+        .map_err(|e| LlmError::BadAnswer(format!("{e}: {:?}", truncate(content, 120))))?;
+    if !(0.0..=1.0).contains(&v.confidence) {
+        return Err(LlmError::BadAnswer(format!(
+            "confidence {} outside 0..1",
+            v.confidence
+        )));
+    }
+    match v.answered_by.trim().to_ascii_lowercase().as_str() {
+        "machine" => Ok(v.confidence as f32),
+        "human" => Ok(1.0 - v.confidence as f32),
+        other => Err(LlmError::BadAnswer(format!(
+            "answered_by {other:?} is neither human nor machine"
+        ))),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// The chat-completions client.
+#[derive(Debug, Clone)]
+pub struct LlmVerifier {
+    cfg: LlmConfig,
+    http: reqwest::Client,
+}
+
+impl LlmVerifier {
+    /// A verifier for `cfg`.
+    pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+        if cfg.base_url.is_empty() || cfg.model.is_empty() {
+            return Err(LlmError::Config("base URL and model are required".into()));
+        }
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| LlmError::Config(e.to_string()))?;
+        Ok(Self { cfg, http })
+    }
+
+    /// The request body for `wav`.
+    pub fn request_body(&self, wav: &[u8]) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.cfg.model,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": INSTRUCTION},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Was this call answered by a human or a machine?"},
+                    {"type": "input_audio", "input_audio": {
+                        "data": base64::engine::general_purpose::STANDARD.encode(wav),
+                        "format": "wav"
+                    }}
+                ]}
+            ]
+        })
+    }
+
+    /// Asks, waiting at most `budget`; returns p(machine).
+    pub async fn verify_async(&self, wav: &[u8], budget: Duration) -> Result<f32, LlmError> {
+        let url = format!(
+            "{}/chat/completions",
+            self.cfg.base_url.trim_end_matches('/')
+        );
+        let mut req = self.http.post(&url).json(&self.request_body(wav));
+        if !self.cfg.api_key.is_empty() {
+            req = req.bearer_auth(&self.cfg.api_key);
+        }
+        let call = async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| LlmError::Transport(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .text()
+                .await
+                .map_err(|e| LlmError::Transport(e.to_string()))?;
+            if !status.is_success() {
+                return Err(LlmError::Http {
+                    status: status.as_u16(),
+                    body: truncate(&body, 200),
+                });
+            }
+            let chat: ChatResponse = serde_json::from_str(&body)
+                .map_err(|e| LlmError::BadAnswer(format!("not a chat completion: {e}")))?;
+            let content = chat
+                .choices
+                .first()
+                .and_then(|c| c.message.content.as_deref())
+                .ok_or_else(|| LlmError::BadAnswer("no choices[0].message.content".into()))?;
+            parse_verdict(content)
+        };
+        match tokio::time::timeout(budget, call).await {
+            Ok(r) => r,
+            Err(_) => Err(LlmError::Timeout {
+                budget_ms: budget.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+/// A blocking adapter for file drivers (`amd classify`, `amd bench`): each
+/// call runs on a small private runtime.
+pub struct BlockingVerifier {
+    inner: LlmVerifier,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BlockingVerifier {
+    /// Wraps `inner`.
+    pub fn new(inner: LlmVerifier) -> Result<Self, LlmError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LlmError::Config(e.to_string()))?;
+        Ok(Self { inner, rt })
+    }
+}
+
+impl Verifier for BlockingVerifier {
+    fn verify(&self, wav: &[u8], budget: Duration) -> (LlmVerdict, Duration, Option<String>) {
+        let start = Instant::now();
+        let result = self.rt.block_on(self.inner.verify_async(wav, budget));
+        let took = start.elapsed();
+        match result {
+            Ok(p) => (LlmVerdict::Answer { p_machine: p }, took, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "LLM verification failed; falling back");
+                (LlmVerdict::Failed, took, Some(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_parse_strictly() {
+        assert_eq!(
+            parse_verdict(r#"{"answered_by":"machine","confidence":0.9}"#).unwrap(),
+            0.9
+        );
+        assert!(
+            (parse_verdict(r#"{"answered_by":"human","confidence":0.8}"#).unwrap() - 0.2).abs()
+                < 1e-6
+        );
+        assert_eq!(
+            parse_verdict("```json\n{\"answered_by\":\"Machine\",\"confidence\":1}\n```").unwrap(),
+            1.0
+        );
+        for bad in [
+            "",
+            "It sounds like a voicemail.",
+            r#"{"answered_by":"robot","confidence":0.5}"#,
+            r#"{"answered_by":"human","confidence":3}"#,
+            r#"{"answered_by":"human"}"#,
+            r#"["machine"]"#,
+        ] {
+            assert!(
+                matches!(parse_verdict(bad), Err(LlmError::BadAnswer(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_carries_the_audio_as_base64_wav() {
+        let v = LlmVerifier::new(LlmConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            model: "m".into(),
+            api_key: String::new(),
+        })
+        .unwrap();
+        let wav = crate::audio::wav::to_wav_bytes(8000, &[0; 80]);
+        let body = v.request_body(&wav);
+        let data = body["messages"][1]["content"][1]["input_audio"]["data"]
+            .as_str()
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        assert_eq!(&decoded[..4], b"RIFF");
+        assert_eq!(
+            body["messages"][1]["content"][1]["input_audio"]["format"],
+            "wav"
+        );
+        assert_eq!(body["model"], "m");
+    }
+}

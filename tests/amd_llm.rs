@@ -1,0 +1,231 @@
+//! LLM verification against a local server that speaks the OpenAI
+//! chat-completions protocol: good verdicts, HTTP errors, prose, slowness,
+//! no server; and the detector escalating to it on an ambiguous clip.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use dialgate::detect::amd::AmdConfig;
+use dialgate::detect::bench::classify_file;
+use dialgate::detect::llm::{BlockingVerifier, LlmConfig, LlmError, LlmVerifier};
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Machine,
+    Human,
+    ServerError,
+    Prose,
+    Slow,
+}
+
+#[derive(Clone)]
+struct Srv {
+    mode: Mode,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn chat(State(s): State<Srv>, headers: HeaderMap, body: String) -> (StatusCode, String) {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    // Check the request is what the protocol wants.
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(headers.get("authorization").unwrap(), "Bearer test-key");
+    assert_eq!(v["model"], "audio-model");
+    let audio = &v["messages"][1]["content"][1]["input_audio"];
+    assert_eq!(audio["format"], "wav");
+    let wav = base64::engine::general_purpose::STANDARD
+        .decode(audio["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert!(wav.len() > 44, "the WAV carries audio");
+    assert!(
+        v["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("JSON")
+    );
+    let answer = |content: &str| {
+        serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "audio-model",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}]
+        })
+        .to_string()
+    };
+    match s.mode {
+        Mode::Machine => (
+            StatusCode::OK,
+            answer(r#"{"answered_by":"machine","confidence":0.95}"#),
+        ),
+        Mode::Human => (
+            StatusCode::OK,
+            answer(r#"{"answered_by":"human","confidence":0.9}"#),
+        ),
+        Mode::ServerError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"boom"}"#.into(),
+        ),
+        Mode::Prose => (
+            StatusCode::OK,
+            answer("That sounds like a voicemail to me."),
+        ),
+        Mode::Slow => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (
+                StatusCode::OK,
+                answer(r#"{"answered_by":"machine","confidence":0.9}"#),
+            )
+        }
+    }
+}
+
+/// Starts a server on 127.0.0.1 on its own runtime thread; returns its base
+/// URL and call counter.
+fn serve(mode: Mode) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let state = Srv {
+        mode,
+        calls: calls.clone(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = Router::new()
+                .route("/v1/chat/completions", post(chat))
+                .with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}/v1"), calls)
+}
+
+fn verifier(base_url: String) -> LlmVerifier {
+    LlmVerifier::new(LlmConfig {
+        base_url,
+        model: "audio-model".into(),
+        api_key: "test-key".into(),
+    })
+    .unwrap()
+}
+
+fn greeting() -> Vec<u8> {
+    dialgate::audio::wav::to_wav_bytes(8000, &dialgate::audio::synth::tones(&[300.0], -20.0, 500))
+}
+
+fn ask(mode: Mode, budget: Duration) -> (Result<f32, LlmError>, Duration) {
+    let (url, _) = serve(mode);
+    let v = verifier(url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = rt.block_on(v.verify_async(&greeting(), budget));
+    (r, start.elapsed())
+}
+
+#[test]
+fn verdicts_and_failures() {
+    let (r, _) = ask(Mode::Machine, Duration::from_secs(5));
+    assert!((r.unwrap() - 0.95).abs() < 1e-6);
+    let (r, _) = ask(Mode::Human, Duration::from_secs(5));
+    assert!((r.unwrap() - 0.1).abs() < 1e-6);
+    let (r, _) = ask(Mode::ServerError, Duration::from_secs(5));
+    assert!(
+        matches!(r, Err(LlmError::Http { status: 500, .. })),
+        "{r:?}"
+    );
+    let (r, _) = ask(Mode::Prose, Duration::from_secs(5));
+    assert!(matches!(r, Err(LlmError::BadAnswer(_))), "{r:?}");
+    let (r, took) = ask(Mode::Slow, Duration::from_millis(300));
+    assert!(
+        matches!(r, Err(LlmError::Timeout { budget_ms: 300 })),
+        "{r:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the budget bounds the wait: {took:?}"
+    );
+    // nothing listening
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        drop(l);
+        format!("http://{a}/v1")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(verifier(dead).verify_async(&greeting(), Duration::from_secs(2)));
+    assert!(matches!(r, Err(LlmError::Transport(_))), "{r:?}");
+}
+
+/// A held-out voicemail the detector is unsure about at the deadline.
+fn ambiguous_clip() -> std::path::PathBuf {
+    let dir = common::corpus_dir().join("heldout");
+    for row in common::labels(&dir) {
+        if row.label != "machine" {
+            continue;
+        }
+        let c = classify_file(&row.path, AmdConfig::default(), None, 60_000).unwrap();
+        if c.timeline[0].trigger == "fallback" {
+            return row.path;
+        }
+    }
+    panic!("no held-out clip reaches the fallback");
+}
+
+#[test]
+fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
+    let clip = ambiguous_clip();
+    let cfg = AmdConfig {
+        llm_budget_ms: Some(1500),
+        ..AmdConfig::default()
+    };
+    let (url, calls) = serve(Mode::Machine);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "asked exactly once");
+    assert!(c.escalated);
+    assert_eq!(c.answered_by, "machine_start", "{c:?}");
+    assert_eq!(c.timeline[0].trigger, "llm");
+    assert!(c.llm_error.is_none());
+
+    let (url, _) = serve(Mode::ServerError);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    assert!(c.escalated);
+    assert_eq!(
+        c.answered_by, "human",
+        "falls back to the configured fallback"
+    );
+    assert_eq!(c.timeline[0].trigger, "llm_failed");
+    assert!(
+        c.llm_error.as_deref().unwrap().contains("500"),
+        "{:?}",
+        c.llm_error
+    );
+
+    // An LLM slower than the budget: the detector's own deadline fires.
+    let (url, _) = serve(Mode::Slow);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    assert_eq!(c.timeline[0].trigger, "llm_failed");
+    assert!(
+        c.llm_error.as_deref().unwrap().contains("1500"),
+        "{:?}",
+        c.llm_error
+    );
+}
