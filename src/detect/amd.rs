@@ -19,7 +19,7 @@
 //! | ≥ 5.5 s of continuous speech | `machine_start` | `long_speech` |
 //! | no speech for 5 s | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
-//! | … p ≤ 0.3 | `human` | `deadline` |
+//! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
 //! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s), then the fallback | `llm` / `fallback` |
 //!
 //! After `machine_start` it listens for the end of the greeting: a beep
@@ -322,7 +322,11 @@ impl Amd {
         classifier::warm_up()?;
         Ok(Self {
             cfg,
-            frontend: Frontend::new()?,
+            frontend: Frontend::with_config(
+                super::vad::SegmenterConfig::default(),
+                super::tones::ToneConfig::default(),
+                cfg.llm_budget_ms.is_some(),
+            )?,
             state: State::Listening,
             events: VecDeque::with_capacity(4),
             tones: Vec::with_capacity(4),
@@ -332,6 +336,16 @@ impl Amd {
             first_speech_seen_ms: None,
             deadline_passed: false,
         })
+    }
+
+    /// Bytes one detector holds: its own struct plus the heap it owns (the
+    /// greeting buffer dominates). ORT sessions are per worker thread and not
+    /// counted here.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.frontend.heap_bytes()
+            + self.events.capacity() * std::mem::size_of::<AmdEvent>()
+            + self.tones.capacity() * std::mem::size_of::<ToneEvent>()
     }
 
     /// The settings.
@@ -500,9 +514,13 @@ impl Amd {
         if p >= self.cfg.machine_threshold {
             // Confident, if on little speech (music or a tone came first).
             self.decide(AmdOutcome::MachineStart, Trigger::Deadline, None);
-        } else if first && p <= self.cfg.deadline_human_threshold {
-            // Only at the deadline itself: later, a momentary dip in p
-            // during a greeting must not call it a person.
+        } else if first
+            && p <= self.cfg.deadline_human_threshold
+            && !self.frontend.features().in_speech()
+        {
+            // Only at the deadline itself (later, a momentary dip in p during
+            // a greeting must not call it a person), and only in a pause: a
+            // caller still talking is decided when they stop.
             self.decide(AmdOutcome::Human, Trigger::Deadline, None);
         } else if let Some(budget) = self.cfg.llm_budget_ms {
             self.escalated = true;

@@ -43,18 +43,24 @@ impl std::fmt::Debug for Frontend {
 }
 
 impl Frontend {
-    /// A front end with default VAD, segmenter and tone settings.
+    /// A front end with default VAD, segmenter and tone settings that does
+    /// not keep the greeting audio.
     pub fn new() -> Result<Self, OnnxError> {
-        Self::with_config(SegmenterConfig::default(), ToneConfig::default())
+        Self::with_config(SegmenterConfig::default(), ToneConfig::default(), false)
     }
 
-    /// A front end with explicit settings.
-    pub fn with_config(seg: SegmenterConfig, tones: ToneConfig) -> Result<Self, OnnxError> {
+    /// A front end with explicit settings; `keep_greeting` sizes the buffer
+    /// the LLM verifier is sent (125 KiB), only needed when it is enabled.
+    pub fn with_config(
+        seg: SegmenterConfig,
+        tones: ToneConfig,
+        keep_greeting: bool,
+    ) -> Result<Self, OnnxError> {
         Ok(Self {
             vad: SileroVad::new(VadRate::Hz8000)?,
             tones: ToneBank::new(tones),
             features: FeatureTracker::new(seg),
-            greeting: vec![0; GREETING_SAMPLES].into_boxed_slice(),
+            greeting: vec![0; if keep_greeting { GREETING_SAMPLES } else { 0 }].into_boxed_slice(),
             greeting_len: 0,
         })
     }
@@ -82,6 +88,12 @@ impl Frontend {
             self.greeting_len += FRAME_SAMPLES;
         }
         Ok(out)
+    }
+
+    /// Heap bytes owned (the greeting buffer); the struct itself, with the
+    /// VAD's and tone bank's fixed arrays, is counted by the caller.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.greeting)
     }
 
     /// The feature tracker (timing queries).
