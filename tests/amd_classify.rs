@@ -7,6 +7,25 @@ use std::io::Write;
 use dialgate::detect::amd::AmdConfig;
 use dialgate::detect::bench::{BenchError, classify_file};
 
+/// Writes a PCM16 WAV header for `frames` frames of `channels` at `rate`;
+/// the data is what the caller writes (or leaves sparse) after it.
+fn pcm16_header(f: &mut std::fs::File, channels: u16, rate: u32, frames: u64) {
+    let block = u32::from(channels) * 2;
+    let data_len = (frames * u64::from(block)) as u32;
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data_len).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&channels.to_le_bytes()).unwrap();
+    f.write_all(&rate.to_le_bytes()).unwrap();
+    f.write_all(&(rate * block).to_le_bytes()).unwrap();
+    f.write_all(&(block as u16).to_le_bytes()).unwrap();
+    f.write_all(&16u16.to_le_bytes()).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&data_len.to_le_bytes()).unwrap();
+}
+
 fn classify(path: &std::path::Path) -> Result<dialgate::detect::bench::Classification, BenchError> {
     classify_file(path, AmdConfig::default(), None, 60_000)
 }
@@ -81,18 +100,8 @@ fn bad_input_gets_a_clear_error_or_a_result() {
     let path = dir.path().join("stereo.wav");
     let frames = 44_100 * 6;
     let mut f = std::fs::File::create(&path).unwrap();
-    let data_len = (frames * 4) as u32;
-    f.write_all(b"RIFF").unwrap();
-    f.write_all(&(36 + data_len).to_le_bytes()).unwrap();
-    f.write_all(b"WAVEfmt ").unwrap();
-    f.write_all(&16u32.to_le_bytes()).unwrap();
-    f.write_all(&[1, 0, 2, 0]).unwrap();
-    f.write_all(&44_100u32.to_le_bytes()).unwrap();
-    f.write_all(&(44_100u32 * 4).to_le_bytes()).unwrap();
-    f.write_all(&[4, 0, 16, 0]).unwrap();
-    f.write_all(b"data").unwrap();
-    f.write_all(&data_len.to_le_bytes()).unwrap();
-    f.write_all(&vec![0u8; frames * 4]).unwrap();
+    pcm16_header(&mut f, 2, 44_100, frames);
+    f.write_all(&vec![0u8; frames as usize * 4]).unwrap();
     drop(f);
     assert_eq!(classify(&path).unwrap().answered_by, "unknown");
 
@@ -100,17 +109,7 @@ fn bad_input_gets_a_clear_error_or_a_result() {
     let path = dir.path().join("four_hours.wav");
     let samples: u64 = 4 * 3600 * 8000;
     let mut f = std::fs::File::create(&path).unwrap();
-    let data_len = (samples * 2) as u32;
-    f.write_all(b"RIFF").unwrap();
-    f.write_all(&(36 + data_len).to_le_bytes()).unwrap();
-    f.write_all(b"WAVEfmt ").unwrap();
-    f.write_all(&16u32.to_le_bytes()).unwrap();
-    f.write_all(&[1, 0, 1, 0]).unwrap();
-    f.write_all(&8000u32.to_le_bytes()).unwrap();
-    f.write_all(&16_000u32.to_le_bytes()).unwrap();
-    f.write_all(&[2, 0, 16, 0]).unwrap();
-    f.write_all(b"data").unwrap();
-    f.write_all(&data_len.to_le_bytes()).unwrap();
+    pcm16_header(&mut f, 1, 8000, samples);
     f.set_len(44 + samples * 2).unwrap();
     drop(f);
     let c = classify(&path).unwrap();

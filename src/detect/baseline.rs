@@ -79,16 +79,21 @@ const AST_MAX_WORDS: u32 = 2;
 const AST_MAX_WORD_LENGTH: u64 = 5000;
 const AST_SILENCE_THRESHOLD: i64 = 256;
 
+/// A baseline's decision: it has no probability, so p is 1 for a machine.
+fn decision(outcome: AmdOutcome, at_ms: u64, trigger: Trigger) -> Option<AmdDecision> {
+    Some(AmdDecision {
+        outcome,
+        at_ms,
+        p_machine: if outcome.is_machine() { 1.0 } else { 0.0 },
+        trigger,
+        beep: None,
+        escalated: false,
+    })
+}
+
 impl AsteriskAmd {
     fn decide(&mut self, outcome: AmdOutcome, at_ms: u64, trigger: Trigger) {
-        self.decision = Some(AmdDecision {
-            outcome,
-            at_ms,
-            p_machine: if outcome.is_machine() { 1.0 } else { 0.0 },
-            trigger,
-            beep: None,
-            escalated: false,
-        });
+        self.decision = decision(outcome, at_ms, trigger);
     }
 
     /// Pushes a frame; returns the decision once made.
@@ -167,14 +172,7 @@ impl TwilioAmd {
     }
 
     fn decide(&mut self, outcome: AmdOutcome, at_ms: u64, trigger: Trigger) {
-        self.decision = Some(AmdDecision {
-            outcome,
-            at_ms,
-            p_machine: if outcome.is_machine() { 1.0 } else { 0.0 },
-            trigger,
-            beep: None,
-            escalated: false,
-        });
+        self.decision = decision(outcome, at_ms, trigger);
     }
 
     /// Pushes a frame; returns the decision once made.

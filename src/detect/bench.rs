@@ -628,6 +628,14 @@ pub fn bench(
     Ok(report(name, results, &rows, per_file))
 }
 
+fn count(r: &Rate) -> String {
+    format!("{}/{} ({:.1} %)", r.k, r.n, r.rate * 100.0)
+}
+
+fn interval(r: &Rate) -> String {
+    format!("{:.1}-{:.1} %", r.ci95_low * 100.0, r.ci95_high * 100.0)
+}
+
 fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
@@ -639,13 +647,13 @@ pub fn format_report(r: &Report, others: &[Report]) -> String {
     let all: Vec<&Report> = std::iter::once(r).chain(others).collect();
     let _ = write!(s, "{:<34}", "");
     for x in &all {
-        let _ = write!(s, "{:>14}", x.detector);
+        let _ = write!(s, "{:>18}", x.detector);
     }
     s.push('\n');
     let mut line = |name: &str, f: &dyn Fn(&Report) -> String| {
         let _ = write!(s, "{name:<34}");
         for x in &all {
-            let _ = write!(s, "{:>14}", f(x));
+            let _ = write!(s, "{:>18}", f(x));
         }
         s.push('\n');
     };
@@ -654,36 +662,10 @@ pub fn format_report(r: &Report, others: &[Report]) -> String {
     line("balanced accuracy", &|x| {
         format!("{:.1} %", x.balanced_accuracy * 100.0)
     });
-    line("humans called machine", &|x| {
-        format!(
-            "{}/{} ({:.1} %)",
-            x.human_as_machine.k,
-            x.human_as_machine.n,
-            x.human_as_machine_rate * 100.0
-        )
-    });
-    line("  95 % interval", &|x| {
-        format!(
-            "{:.1}-{:.1} %",
-            x.human_as_machine.ci95_low * 100.0,
-            x.human_as_machine.ci95_high * 100.0
-        )
-    });
-    line("machines called human", &|x| {
-        format!(
-            "{}/{} ({:.1} %)",
-            x.machine_as_human.k,
-            x.machine_as_human.n,
-            x.machine_as_human_rate * 100.0
-        )
-    });
-    line("  95 % interval", &|x| {
-        format!(
-            "{:.1}-{:.1} %",
-            x.machine_as_human.ci95_low * 100.0,
-            x.machine_as_human.ci95_high * 100.0
-        )
-    });
+    line("humans called machine", &|x| count(&x.human_as_machine));
+    line("  95 % interval", &|x| interval(&x.human_as_machine));
+    line("machines called human", &|x| count(&x.machine_as_human));
+    line("  95 % interval", &|x| interval(&x.machine_as_human));
     line("unknown rate", &|x| {
         format!("{:.1} %", x.unknown_rate * 100.0)
     });
