@@ -21,14 +21,16 @@
 //!   SPSC rings, WAV and Opus.
 //! - [`onnx`]: finding (or fetching, once) the ONNX Runtime library and
 //!   opening models.
-//! - [`detect`]: voice activity detection and, on top of it, answering-machine
-//!   detection.
+//! - [`detect`]: voice activity, tones and answering-machine detection
+//!   (features, ONNX classifier, policy, LLM verification, benchmarks).
+//! - [`carrier`]: carrier wire formats (Twilio Media Streams, signatures).
 //! - [`doctor`]: checks everything loaded at run time.
 //!
 //! Cores are sans-IO: they are told the time and never read a clock, open a
 //! socket or spawn. Drivers (tokio tasks) own sockets and timers.
 
 pub mod audio;
+pub mod carrier;
 pub mod detect;
 pub mod doctor;
 pub mod onnx;
