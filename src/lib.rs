@@ -23,6 +23,7 @@
 //!   opening models.
 //! - [`detect`]: voice activity, tones and answering-machine detection
 //!   (features, ONNX classifier, policy, LLM verification, benchmarks).
+//! - [`call`]: the call session (AMD, voicemail rules, pacing, lifecycle).
 //! - [`carrier`]: carrier wire formats (Twilio Media Streams, signatures).
 //! - [`doctor`]: checks everything loaded at run time.
 //!
@@ -30,6 +31,7 @@
 //! socket or spawn. Drivers (tokio tasks) own sockets and timers.
 
 pub mod audio;
+pub mod call;
 pub mod carrier;
 pub mod detect;
 pub mod doctor;

@@ -410,7 +410,12 @@ pub fn parse(text: &str) -> Result<StreamEvent<'_>, StreamError> {
 /// Decodes a base64 payload into `out`; returns the bytes written. `out`
 /// must hold the decoded size (3/4 of the payload's length).
 pub fn decode_payload(payload: &str, out: &mut [u8]) -> Result<usize, StreamError> {
-    let padding = payload.bytes().rev().take_while(|&b| b == b'=').count().min(2);
+    let padding = payload
+        .bytes()
+        .rev()
+        .take_while(|&b| b == b'=')
+        .count()
+        .min(2);
     let max = (payload.len() / 4 * 3).saturating_sub(padding);
     if max > out.len() {
         return Err(StreamError::Payload(format!(

@@ -1,0 +1,3 @@
+//! Calls: the per-call state machine every carrier drives.
+
+pub mod session;
