@@ -23,6 +23,9 @@
 //!   opening models.
 //! - [`detect`]: voice activity, tones and answering-machine detection
 //!   (features, ONNX classifier, policy, LLM verification, benchmarks).
+//! - [`agent`]: the agent bridge (Twilio's protocol toward the agent) and
+//!   the built-in echo agent.
+//! - [`server`]: `dialgate serve`, the `/twilio/stream` endpoint.
 //! - [`call`]: the call session (AMD, voicemail rules, pacing, lifecycle).
 //! - [`carrier`]: carrier wire formats (Twilio Media Streams, signatures).
 //! - [`doctor`]: checks everything loaded at run time.
@@ -30,9 +33,11 @@
 //! Cores are sans-IO: they are told the time and never read a clock, open a
 //! socket or spawn. Drivers (tokio tasks) own sockets and timers.
 
+pub mod agent;
 pub mod audio;
 pub mod call;
 pub mod carrier;
 pub mod detect;
 pub mod doctor;
 pub mod onnx;
+pub mod server;

@@ -25,6 +25,45 @@ enum Command {
     /// Answering-machine detection on recorded audio.
     #[command(subcommand)]
     Amd(AmdCommand),
+    /// Run the gateway: Twilio Media Streams at /twilio/stream, bridged to an agent.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The agent's WebSocket URL.
+        #[arg(
+            long,
+            env = "DIALGATE_AGENT_URL",
+            default_value = "ws://127.0.0.1:8081/"
+        )]
+        agent_url: String,
+        /// Twilio auth token: when set, stream upgrades must be signed.
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        twilio_auth_token: Option<String>,
+        /// Public base URL Twilio connects to (wss://…), for signatures.
+        #[arg(long, env = "DIALGATE_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Connect the agent at answer instead of after AMD.
+        #[arg(long)]
+        agent_immediate: bool,
+        /// On a machine, leave a message with this voicemail script path
+        /// (default: end the call).
+        #[arg(long)]
+        leave_message: Option<String>,
+    },
+    /// Built-in agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// An agent that says "Hello." and echoes what it hears.
+    Echo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -276,6 +315,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Command::Serve {
+            listen,
+            agent_url,
+            twilio_auth_token,
+            public_url,
+            agent_immediate,
+            leave_message,
+        } => {
+            use dialgate::call::session::{AgentStart, MachineAction, SessionConfig};
+            let cfg = dialgate::server::ServerConfig {
+                listen,
+                agent_url,
+                twilio_auth_token,
+                public_url,
+                session: SessionConfig {
+                    agent_start: if agent_immediate {
+                        AgentStart::Immediate
+                    } else {
+                        AgentStart::AfterAmd
+                    },
+                    machine_action: match leave_message {
+                        Some(voicemail_script) => MachineAction::LeaveMessage { voicemail_script },
+                        None => MachineAction::EndCall,
+                    },
+                    ..SessionConfig::default()
+                },
+                agent_connect_timeout: std::time::Duration::from_secs(5),
+            };
+            // Load the models before the first call arrives.
+            dialgate::detect::classifier::warm_up()?;
+            tokio::runtime::Runtime::new()?.block_on(dialgate::server::run(cfg))?;
+            ExitCode::SUCCESS
+        }
+        Command::Agent(AgentCommand::Echo { listen }) => {
+            tokio::runtime::Runtime::new()?.block_on(dialgate::agent::echo::run(listen))?;
             ExitCode::SUCCESS
         }
         Command::Amd(AmdCommand::Features {

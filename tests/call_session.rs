@@ -288,6 +288,49 @@ fn agent_audio_is_paced_in_whole_frames_with_a_small_lead() {
 }
 
 #[test]
+fn audio_arriving_frame_by_frame_in_a_burst_is_still_paced() {
+    // Agents send one 20 ms message at a time, often much faster than real
+    // time: the buffer runs dry between messages, the clock must not reset.
+    let mut s = CallSession::new(no_amd()).unwrap();
+    let mut log = Vec::new();
+    s.handle_carrier_start(0);
+    for i in 0..40u64 {
+        s.handle_agent_media(i / 10, &[0x44; 160]); // 40 frames within 4 ms
+    }
+    drain(&mut s, &mut log, 4);
+    let mut now = 4;
+    while let Some(t) = s.poll_timeout() {
+        if t > 2000 {
+            break;
+        }
+        now = t.max(now);
+        s.tick(now);
+        drain(&mut s, &mut log, now);
+        now += 1;
+    }
+    let sends: Vec<u64> = log
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Carrier(CarrierOut::Media(_))))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(sends.len(), 40);
+    for (k, t) in sends.iter().enumerate() {
+        let play = k as u64 * 20;
+        assert!(
+            *t + 80 >= play,
+            "frame {k} sent at {t}, plays at {play}: too early"
+        );
+    }
+    // and a pause in the agent's audio restarts the clock at the next audio
+    s.handle_agent_media(5000, &[0x44; 160]);
+    drain(&mut s, &mut log, 5000);
+    assert!(matches!(
+        log.last().unwrap(),
+        (5000, Output::Carrier(CarrierOut::Media(_)))
+    ));
+}
+
+#[test]
 fn marks_follow_their_audio_and_come_back_to_the_agent() {
     let mut s = CallSession::new(no_amd()).unwrap();
     let mut log = Vec::new();

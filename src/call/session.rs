@@ -548,9 +548,9 @@ impl CallSession {
         }
         let written = self.tx.push_slice(ulaw);
         self.bytes_in += written as u64;
-        if self.next_due.is_none() && self.rx.len() >= FRAME_SAMPLES {
-            self.next_due = Some(now);
-        }
+        // The play clock: the next frame plays right after what the carrier
+        // still has buffered, or now if that has run out.
+        self.next_due = Some(self.next_due.map_or(now, |due| due.max(now)));
         self.tick(now);
         ulaw.len() - written
     }
@@ -644,8 +644,7 @@ impl CallSession {
             }
             let mut frame = [0u8; FRAME_SAMPLES];
             if !self.rx.pop_exact(&mut frame) {
-                // Ran dry: the next audio starts a new schedule.
-                self.next_due = None;
+                // Ran dry: keep the clock; more audio continues from `due`.
                 break;
             }
             self.bytes_out += FRAME_SAMPLES as u64;
@@ -656,9 +655,7 @@ impl CallSession {
                 Some(due.max(now.saturating_sub(self.cfg.lead_ms)) + u64::from(FRAME_MS));
             self.flush_marks();
         }
-        if self.next_due.is_none() {
-            self.flush_marks();
-        }
+        self.flush_marks();
     }
 
     /// Marks whose audio has all been sent go to the carrier.

@@ -1,0 +1,254 @@
+//! The agent bridge: a WebSocket client to the agent's URL that sends
+//! `connected`, `start` (with the call's custom parameters), `media`, `dtmf`,
+//! `mark`, `stop` and the `amd` extension exactly as Twilio would, and reads
+//! back `media`, `mark`, `clear` and the `transcript` / `hangup` extensions.
+//!
+//! Audio toward the agent is μ-law 8 kHz, as from Twilio. (L16 at 16/24 kHz
+//! on request is not wired yet.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::audio::{AudioFrame, FRAME_SAMPLES, g711};
+use crate::carrier::twilio::stream::{self, StreamError, StreamEvent};
+use crate::detect::amd::AmdOutcome;
+
+/// Errors talking to the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The agent could not be reached in time.
+    #[error("cannot reach the agent at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The WebSocket failed.
+    #[error("agent WebSocket: {0}")]
+    Ws(String),
+    /// The agent sent something that is not the protocol.
+    #[error("agent sent a bad message: {0}")]
+    Protocol(#[from] StreamError),
+}
+
+/// What the agent sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentIn {
+    /// Audio: the μ-law bytes are in [`AgentLink::media`].
+    Media,
+    /// A mark after the audio sent so far.
+    Mark(String),
+    /// Drop buffered audio.
+    Clear,
+    /// A transcript line.
+    Transcript {
+        /// `agent` or `user`.
+        role: String,
+        /// The words.
+        text: String,
+        /// Start, s.
+        start: Option<f64>,
+        /// End, s.
+        end: Option<f64>,
+    },
+    /// The agent hangs up.
+    Hangup,
+    /// The agent closed the stream.
+    Closed,
+}
+
+/// One open agent stream.
+pub struct AgentLink {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    stream_sid: String,
+    seq: u64,
+    chunk: u64,
+    out: String,
+    media: Vec<u8>,
+    ulaw: [u8; FRAME_SAMPLES],
+}
+
+impl std::fmt::Debug for AgentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentLink")
+            .field("stream_sid", &self.stream_sid)
+            .finish()
+    }
+}
+
+impl AgentLink {
+    /// Connects and sends `connected` and `start`.
+    pub async fn connect(
+        url: &str,
+        call_sid: &str,
+        params: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Self, BridgeError> {
+        let fail = |reason: String| BridgeError::Connect {
+            url: url.to_string(),
+            reason,
+        };
+        let (ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| fail(format!("no connection within {} ms", timeout.as_millis())))?
+            .map_err(|e| fail(e.to_string()))?;
+        let stream_sid = format!("MZ{:032x}", rand_u128());
+        let mut link = Self {
+            ws,
+            stream_sid,
+            seq: 0,
+            chunk: 0,
+            out: String::with_capacity(512),
+            media: Vec::with_capacity(4096),
+            ulaw: [0; FRAME_SAMPLES],
+        };
+        link.send_text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_string())
+            .await?;
+        link.seq += 1;
+        let start = serde_json::json!({
+            "event": "start",
+            "sequenceNumber": link.seq.to_string(),
+            "start": {
+                "accountSid": "ACdialgate",
+                "streamSid": link.stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+            },
+            "streamSid": link.stream_sid,
+        });
+        link.send_text(start.to_string()).await?;
+        Ok(link)
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), BridgeError> {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| BridgeError::Ws(e.to_string()))
+    }
+
+    /// Sends 20 ms of the callee's audio. The text is built in place; the
+    /// one allocation left is the message buffer tungstenite takes over.
+    pub async fn send_media(&mut self, frame: &AudioFrame) -> Result<(), BridgeError> {
+        use std::fmt::Write;
+        self.seq += 1;
+        self.chunk += 1;
+        g711::ulaw_encode_into(&frame.pcm, &mut self.ulaw);
+        let mut out = std::mem::replace(&mut self.out, String::with_capacity(320));
+        out.clear();
+        let _ = write!(
+            out,
+            r#"{{"event":"media","sequenceNumber":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":""#,
+            self.seq, self.chunk, frame.media_ms
+        );
+        base64::Engine::encode_string(
+            &base64::engine::general_purpose::STANDARD,
+            self.ulaw,
+            &mut out,
+        );
+        let _ = write!(out, r#""}},"streamSid":"{}"}}"#, self.stream_sid);
+        self.send_text(out).await
+    }
+
+    /// Sends a digit.
+    pub async fn send_dtmf(&mut self, digit: char) -> Result<(), BridgeError> {
+        self.seq += 1;
+        let v = serde_json::json!({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": self.seq.to_string(),
+                                   "dtmf": {"track": "inbound_track", "digit": digit.to_string()}});
+        self.send_text(v.to_string()).await
+    }
+
+    /// Echoes a mark of the agent's: its audio has played.
+    pub async fn send_mark(&mut self, name: &str) -> Result<(), BridgeError> {
+        self.seq += 1;
+        let v = serde_json::json!({"event": "mark", "sequenceNumber": self.seq.to_string(),
+                                   "streamSid": self.stream_sid, "mark": {"name": name}});
+        self.send_text(v.to_string()).await
+    }
+
+    /// Sends the AMD decision (extension; Twilio-only agents ignore it).
+    pub async fn send_amd(
+        &mut self,
+        answered_by: AmdOutcome,
+        decision_ms: u64,
+    ) -> Result<(), BridgeError> {
+        let v = serde_json::json!({"event": "amd", "streamSid": self.stream_sid,
+                                   "amd": {"answered_by": answered_by.as_str(), "decision_ms": decision_ms}});
+        self.send_text(v.to_string()).await
+    }
+
+    /// Sends `stop` and closes.
+    pub async fn stop(&mut self, call_sid: &str) {
+        self.seq += 1;
+        let v = serde_json::json!({"event": "stop", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid,
+                                   "stop": {"accountSid": "ACdialgate", "callSid": call_sid}});
+        let _ = self.send_text(v.to_string()).await;
+        let _ = self.ws.close(None).await;
+    }
+
+    /// The μ-law bytes of the last [`AgentIn::Media`].
+    pub fn media(&self) -> &[u8] {
+        &self.media
+    }
+
+    /// The next message from the agent.
+    pub async fn recv(&mut self) -> Result<AgentIn, BridgeError> {
+        loop {
+            let msg = match self.ws.next().await {
+                None => return Ok(AgentIn::Closed),
+                Some(Err(e)) => return Err(BridgeError::Ws(e.to_string())),
+                Some(Ok(m)) => m,
+            };
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Close(_) => return Ok(AgentIn::Closed),
+                _ => continue,
+            };
+            return Ok(match stream::parse(text.as_str())? {
+                StreamEvent::Media { payload, .. } => {
+                    let max = payload.len() / 4 * 3;
+                    self.media.resize(max, 0);
+                    let n = stream::decode_payload(&payload, &mut self.media)?;
+                    self.media.truncate(n);
+                    AgentIn::Media
+                }
+                StreamEvent::Mark { name, .. } => AgentIn::Mark(name.into_owned()),
+                StreamEvent::Clear => AgentIn::Clear,
+                StreamEvent::Transcript {
+                    role,
+                    text,
+                    start,
+                    end,
+                } => AgentIn::Transcript {
+                    role: role.into_owned(),
+                    text: text.into_owned(),
+                    start,
+                    end,
+                },
+                StreamEvent::Hangup => AgentIn::Hangup,
+                other => {
+                    tracing::debug!(?other, "ignoring agent message");
+                    continue;
+                }
+            });
+        }
+    }
+}
+
+/// 128 random bits for stream ids (not security-sensitive): the clock and
+/// the address of a stack value, mixed.
+pub fn rand_u128() -> u128 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let local = 0u8;
+    let addr = std::ptr::addr_of!(local) as usize as u128;
+    let mut x = t ^ (addr << 64) ^ 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834;
+    x ^= x >> 67;
+    x = x.wrapping_mul(0x2545_F491_4F6C_DD1D_9E37_79B9_7F4A_7C15);
+    x ^ (x >> 61)
+}

@@ -1,0 +1,7 @@
+//! The agent side: the bridge that speaks the Twilio Media Streams protocol
+//! to the voice-agent engine *as if it were Twilio* (so Twilio-ready agents
+//! such as Pipecat's work unchanged), and a built-in echo agent for trying a
+//! setup and for tests.
+
+pub mod bridge;
+pub mod echo;

@@ -1,0 +1,335 @@
+//! The gateway on loopback: a Twilio-like client streams a recorded call to
+//! `/twilio/stream` in real time; the gateway runs AMD and bridges to the
+//! built-in echo agent. Also signatures on the upgrade and bad input.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use dialgate::audio::wav::WavReader;
+use dialgate::audio::{FRAME_SAMPLES, g711};
+use dialgate::call::session::{AgentStart, MachineAction, SessionConfig};
+use dialgate::server::ServerConfig;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Starts the echo agent and the gateway; returns the gateway's address.
+async fn start(mut cfg: ServerConfig) -> SocketAddr {
+    let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cfg.agent_url = format!("ws://{}/", agent.local_addr().unwrap());
+    tokio::spawn(dialgate::agent::echo::serve(agent));
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = gw.local_addr().unwrap();
+    tokio::spawn(dialgate::server::serve(gw, cfg));
+    addr
+}
+
+fn config(session: SessionConfig) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        agent_url: String::new(),
+        twilio_auth_token: None,
+        public_url: None,
+        session,
+        agent_connect_timeout: Duration::from_secs(3),
+    }
+}
+
+/// The μ-law frames of a held-out clip the detector classifies as `want`.
+fn clip(scenario: &str, want: &str) -> (common::Label, Vec<[u8; FRAME_SAMPLES]>) {
+    let dir = common::corpus_dir().join("heldout");
+    let row = common::labels(&dir)
+        .into_iter()
+        .filter(|r| r.scenario == scenario)
+        .find(|r| {
+            dialgate::detect::bench::classify_file(&r.path, Default::default(), None, 60_000)
+                .unwrap()
+                .answered_by
+                == want
+        })
+        .unwrap();
+    let mut r = WavReader::open(&row.path).unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = r.next_frame().unwrap() {
+        let mut u = [0u8; FRAME_SAMPLES];
+        g711::ulaw_encode_into(&f.pcm, &mut u);
+        frames.push(u);
+    }
+    (row, frames)
+}
+
+fn start_msg() -> String {
+    serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZtest",
+        "start":{"accountSid":"ACtest","streamSid":"MZtest","callSid":"CAtest","tracks":["inbound"],
+                 "customParameters":{"call_queue_id":"q-42"},
+                 "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}})
+    .to_string()
+}
+
+fn media_msg(seq: usize, frame: &[u8]) -> String {
+    serde_json::json!({"event":"media","sequenceNumber":(seq + 2).to_string(),"streamSid":"MZtest",
+        "media":{"track":"inbound","chunk":(seq + 1).to_string(),"timestamp":(seq * 20).to_string(),
+                 "payload": base64::engine::general_purpose::STANDARD.encode(frame)}})
+    .to_string()
+}
+
+/// What the fake Twilio saw.
+struct Seen {
+    /// (ms since stream start, decoded μ-law)
+    media: Vec<(u64, Vec<u8>)>,
+    marks: Vec<String>,
+    clears: usize,
+    /// ms since start when the gateway closed the stream
+    closed_at: Option<u64>,
+}
+
+/// Streams `frames` in real time (20 ms apart) and records the replies;
+/// echoes marks back as Twilio does.
+async fn call(addr: SocketAddr, frames: &[[u8; FRAME_SAMPLES]], extra_ms: u64) -> Seen {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/stream"))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+    ))
+    .await
+    .unwrap();
+    tx.send(Message::text(start_msg())).await.unwrap();
+    let t0 = Instant::now();
+    let mut seen = Seen {
+        media: Vec::new(),
+        marks: Vec::new(),
+        clears: 0,
+        closed_at: None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut i = 0;
+    let end = Duration::from_millis(frames.len() as u64 * 20 + extra_ms);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if t0.elapsed() > end { break; }
+                if i < frames.len() {
+                    if tx.send(Message::text(media_msg(i, &frames[i]))).await.is_err() { break; }
+                    i += 1;
+                }
+            }
+            msg = rx.next() => {
+                let at = t0.elapsed().as_millis() as u64;
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                        match v["event"].as_str().unwrap() {
+                            "media" => {
+                                let p = v["media"]["payload"].as_str().unwrap();
+                                seen.media.push((at, base64::engine::general_purpose::STANDARD.decode(p).unwrap()));
+                            }
+                            "mark" => {
+                                let name = v["mark"]["name"].as_str().unwrap().to_string();
+                                // Twilio echoes a mark once the audio before it played
+                                let echo = serde_json::json!({"event":"mark","sequenceNumber":"0","streamSid":"MZtest","mark":{"name":name}});
+                                let _ = tx.send(Message::text(echo.to_string())).await;
+                                seen.marks.push(name);
+                            }
+                            "clear" => seen.clears += 1,
+                            other => panic!("unexpected {other}"),
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        seen.closed_at = Some(at);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = tx.send(Message::text(r#"{"event":"stop","sequenceNumber":"999","streamSid":"MZtest","stop":{"accountSid":"ACtest","callSid":"CAtest"}}"#)).await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_is_bridged_to_the_agent_with_paced_audio() {
+    let (row, frames) = clip("hello_silence", "human");
+    let addr = start(config(SessionConfig::default())).await;
+    let seen = call(addr, &frames, 300).await;
+    let speech_end = row.speech_end_ms.unwrap();
+    assert!(
+        !seen.media.is_empty(),
+        "the agent's audio reached the carrier"
+    );
+    assert!(
+        seen.media.iter().all(|(_, m)| m.len() == FRAME_SAMPLES),
+        "whole 20 ms frames only"
+    );
+    let first = seen.media[0].0;
+    assert!(
+        first >= speech_end,
+        "after_amd: agent audio only after the decision ({first} ms vs speech end {speech_end})"
+    );
+    // The prompt (about 0.7 s) was sent in one burst by the agent: the
+    // gateway paces it, 20 ms a frame with an 80 ms lead.
+    let n = 30.min(seen.media.len());
+    let spread = seen.media[n - 1].0 - seen.media[0].0;
+    assert!(
+        spread + 120 >= (n as u64 - 1) * 20,
+        "{n} frames arrived over {spread} ms: a burst"
+    );
+    assert!(
+        seen.marks
+            .contains(&dialgate::agent::echo::PROMPT_MARK.to_string())
+    );
+    // After the prompt the echo agent returns what it hears: our own frames
+    // come back through gateway → agent → gateway byte for byte (μ-law's
+    // two zero codes aside).
+    let sent: std::collections::HashSet<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            f.iter()
+                .map(|&b| if b == 0x7F { 0xFF } else { b })
+                .collect()
+        })
+        .collect();
+    let echoed = seen.media.iter().filter(|(_, m)| sent.contains(m)).count();
+    let gaps: Vec<u64> = seen.media.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let mut sorted = gaps.clone();
+    sorted.sort();
+    eprintln!(
+        "{}: speech end {speech_end} ms, first agent frame {first} ms, {} frames, inter-arrival p50 {} ms p99 {} ms, {echoed} echoed",
+        row.file,
+        seen.media.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() * 99 / 100]
+    );
+    assert!(
+        echoed > 20,
+        "only {echoed} echoed frames matched what was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_is_hung_up_on() {
+    let (row, frames) = clip("personal_vm_beep", "machine_start");
+    let cfg = SessionConfig {
+        agent_start: AgentStart::AfterAmd,
+        machine_action: MachineAction::EndCall,
+        ..SessionConfig::default()
+    };
+    let addr = start(config(cfg)).await;
+    let seen = call(addr, &frames, 300).await;
+    let closed = seen.closed_at.expect("the gateway ended the call");
+    assert!(
+        closed < frames.len() as u64 * 20,
+        "{}: closed at {closed} ms",
+        row.file
+    );
+    assert!(
+        seen.media.is_empty(),
+        "no agent audio reaches a machine under after_amd"
+    );
+    assert_eq!(seen.clears, 1, "stop speaking clears the carrier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_must_be_signed_when_a_token_is_set() {
+    // Twilio signs the public URL it was given, whatever the server binds.
+    let mut cfg = config(SessionConfig::default());
+    cfg.twilio_auth_token = Some("secret-token".into());
+    cfg.public_url = Some("wss://gw.example.com".into());
+    let addr = start(cfg).await;
+    let url = format!("ws://{addr}/twilio/stream");
+    let signed_url = "wss://gw.example.com/twilio/stream";
+    // unsigned: refused
+    let err = tokio_tungstenite::connect_async(url.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    // wrong signature: refused
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Twilio-Signature", "AAAA".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    // a valid signature over the public URL: accepted
+    let sig = dialgate::carrier::twilio::signature::sign("secret-token", signed_url, &[]);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Twilio-Signature", sig.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(start_msg())).await.unwrap();
+    ws.close(None).await.unwrap();
+}
+
+async fn bad_stream(addr: SocketAddr, messages: &[&str]) -> bool {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/stream"))
+        .await
+        .unwrap();
+    for m in messages {
+        if ws.send(Message::text(*m)).await.is_err() {
+            return true;
+        }
+    }
+    // the gateway must close the stream on its own
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    closed.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_ends_that_call_and_the_server_carries_on() {
+    let addr = start(config(SessionConfig::default())).await;
+    let frame = media_msg(0, &[0xFF; 160]);
+    let start = start_msg();
+    let big = format!(
+        r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+        "A".repeat(1 << 20)
+    );
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("malformed JSON", vec!["{not json"]),
+        ("media before start", vec![frame.as_str()]),
+        (
+            "invalid base64",
+            vec![
+                start.as_str(),
+                r#"{"event":"media","media":{"payload":"!!!!"}}"#,
+            ],
+        ),
+        ("1 MB message", vec![start.as_str(), big.as_str()]),
+    ];
+    for (name, msgs) in cases {
+        assert!(
+            bad_stream(addr, &msgs).await,
+            "{name}: the stream was not closed"
+        );
+    }
+    // unknown events and odd payload sizes are fine; abrupt disconnects too
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/stream"))
+        .await
+        .unwrap();
+    ws.send(Message::text(start_msg())).await.unwrap();
+    ws.send(Message::text(r#"{"event":"telepathy"}"#))
+        .await
+        .unwrap();
+    ws.send(Message::text(media_msg(0, &[0xFF; 100])))
+        .await
+        .unwrap();
+    ws.send(Message::text(media_msg(1, &[0xFF; 333])))
+        .await
+        .unwrap();
+    drop(ws);
+    // the server still answers
+    let (row, frames) = clip("hello_silence", "human");
+    let seen = call(addr, &frames[..frames.len().min(150)], 0).await;
+    let _ = row;
+    assert!(seen.closed_at.is_none() || seen.closed_at.unwrap() > 1000);
+}
