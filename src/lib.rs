@@ -39,5 +39,6 @@ pub mod call;
 pub mod carrier;
 pub mod detect;
 pub mod doctor;
+pub mod loadtest;
 pub mod onnx;
 pub mod server;

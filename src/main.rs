@@ -54,6 +54,28 @@ enum Command {
     /// Built-in agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Open N simulated Twilio streams against a running gateway (bridged to
+    /// the echo agent) and report latency, drops and the gateway's cost.
+    Loadtest {
+        /// ws://HOST:PORT/twilio/stream
+        #[arg(long)]
+        target: String,
+        /// Concurrent streams.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Seconds each stream sends audio.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Seconds over which streams connect.
+        #[arg(long, default_value_t = 5)]
+        ramp: u64,
+        /// The gateway's pid, to read its CPU and memory from /proc.
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -348,6 +370,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Load the models before the first call arrives.
             dialgate::detect::classifier::warm_up()?;
             tokio::runtime::Runtime::new()?.block_on(dialgate::server::run(cfg))?;
+            ExitCode::SUCCESS
+        }
+        Command::Loadtest {
+            target,
+            streams,
+            duration,
+            ramp,
+            gateway_pid,
+            json,
+        } => {
+            let cfg = dialgate::loadtest::LoadConfig {
+                target,
+                streams,
+                duration: std::time::Duration::from_secs(duration),
+                ramp: std::time::Duration::from_secs(ramp),
+                gateway_pid,
+            };
+            let r = tokio::runtime::Runtime::new()?.block_on(dialgate::loadtest::run(cfg));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} of {} streams connected; {} frames sent, {} echoed back, {} dropped, {} late (> {} ms)",
+                    r.connected,
+                    r.streams,
+                    r.frames_sent,
+                    r.frames_received,
+                    r.dropped_frames,
+                    r.late_frames,
+                    dialgate::loadtest::LATE_MS
+                );
+                println!(
+                    "round trip through the gateway: p50 {:.1} ms, p99 {:.1} ms",
+                    r.latency_ms.p50, r.latency_ms.p99
+                );
+                if let Some(cpu) = r.gateway_cpu_us_per_stream_s {
+                    println!("gateway CPU: {cpu:.0} µs per stream-second");
+                }
+                if let Some(kib) = r.gateway_kib_per_stream {
+                    println!("gateway memory: {kib:.0} KiB per stream");
+                }
+            }
             ExitCode::SUCCESS
         }
         Command::Agent(AgentCommand::Echo { listen }) => {

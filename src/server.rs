@@ -68,8 +68,15 @@ pub fn router(cfg: ServerConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves until the process ends.
+/// Serves until the process ends. Nagle is off: a 20 ms frame must not wait
+/// for the next one.
 pub async fn serve(listener: tokio::net::TcpListener, cfg: ServerConfig) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot disable Nagle");
+        }
+    });
     axum::serve(listener, router(cfg)).await
 }
 
@@ -95,7 +102,11 @@ async fn twilio_stream(
             return (StatusCode::FORBIDDEN, "bad signature").into_response();
         }
     }
+    // Frames are under 1 KiB; the default 128 KiB read buffer per socket
+    // would dominate the memory of a call.
     ws.max_message_size(stream::MAX_MESSAGE_BYTES)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("call", call_sid = tracing::field::Empty);
             run_stream(socket, st).instrument(span)

@@ -90,10 +90,13 @@ impl AgentLink {
             url: url.to_string(),
             reason,
         };
-        let (ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
-            .await
-            .map_err(|_| fail(format!("no connection within {} ms", timeout.as_millis())))?
-            .map_err(|e| fail(e.to_string()))?;
+        let (ws, _) = tokio::time::timeout(
+            timeout,
+            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true),
+        )
+        .await
+        .map_err(|_| fail(format!("no connection within {} ms", timeout.as_millis())))?
+        .map_err(|e| fail(e.to_string()))?;
         let stream_sid = format!("MZ{:032x}", rand_u128());
         let mut link = Self {
             ws,
@@ -237,6 +240,15 @@ impl AgentLink {
             });
         }
     }
+}
+
+/// WebSocket buffers sized for Media Streams frames (under 1 KiB), not the
+/// 128 KiB default, which per call would dwarf everything else.
+pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_message_size(Some(crate::carrier::twilio::stream::MAX_MESSAGE_BYTES))
 }
 
 /// 128 random bits for stream ids (not security-sensitive): the clock and

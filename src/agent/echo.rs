@@ -3,6 +3,7 @@
 //! embedded), marks the end of it, then echoes whatever it hears. In
 //! `voicemail` mode it says its prompt and hangs up once the mark comes
 //! back. It also sends transcript events, so the conversation has turns.
+//! Streams started with a `loadtest` parameter get no prompt, only the echo.
 //! Users point a Twilio number at dialgate with it to check their set-up;
 //! the tests use it as the agent.
 
@@ -60,6 +61,11 @@ async fn session(mut ws: WebSocket) {
             Ok(StreamEvent::Start { start, .. }) => {
                 stream_sid = start.stream_sid.clone();
                 voicemail = start.custom_parameters.get("mode").is_some_and(|m| m == "voicemail");
+                // A load test measures the gateway's own latency: a prompt
+                // would queue every echo behind 0.7 s of paced audio.
+                if start.custom_parameters.contains_key("loadtest") {
+                    continue;
+                }
                 let mut out: Vec<String> = prompt.iter().map(|f| media(&stream_sid, f)).collect();
                 let mut mark = String::new();
                 stream::encode_mark(&mut mark, &stream_sid, PROMPT_MARK);
@@ -115,6 +121,10 @@ pub fn router() -> Router {
 
 /// Serves the echo agent on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router()).await
 }
 
