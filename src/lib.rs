@@ -34,11 +34,17 @@
 //! socket or spawn. Drivers (tokio tasks) own sockets and timers.
 
 pub mod agent;
+pub mod api;
+pub mod app;
 pub mod audio;
 pub mod call;
+pub mod campaign;
 pub mod carrier;
+pub mod demo;
 pub mod detect;
+pub mod dialer;
 pub mod doctor;
 pub mod loadtest;
 pub mod onnx;
 pub mod server;
+pub mod store;

@@ -37,10 +37,35 @@ enum Command {
             default_value = "ws://127.0.0.1:8081/"
         )]
         agent_url: String,
-        /// Twilio auth token: when set, stream upgrades must be signed.
+        /// Twilio account SID: enables the `twilio` carrier.
+        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+        twilio_account_sid: Option<String>,
+        /// Twilio auth token: authenticates REST calls and checks webhook
+        /// and stream signatures.
         #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
         twilio_auth_token: Option<String>,
-        /// Public base URL Twilio connects to (wss://…), for signatures.
+        /// Twilio REST base URL.
+        #[arg(long, default_value = "https://api.twilio.com")]
+        twilio_api_url: String,
+        /// The `sim` carrier's REST base URL (see `dialgate sim`).
+        #[arg(long, env = "DIALGATE_SIM_URL")]
+        sim_url: Option<String>,
+        /// The sim's account SID.
+        #[arg(long, default_value = "ACsim")]
+        sim_account_sid: String,
+        /// The sim's auth token.
+        #[arg(
+            long,
+            env = "DIALGATE_SIM_TOKEN",
+            default_value = "sim-token",
+            hide_env_values = true
+        )]
+        sim_auth_token: String,
+        /// The SQLite database (created and migrated if needed).
+        #[arg(long, env = "DIALGATE_DB", default_value = "dialgate.db")]
+        db: std::path::PathBuf,
+        /// Public base URL carriers reach this server at (https://…);
+        /// defaults to http://<listen address>.
         #[arg(long, env = "DIALGATE_PUBLIC_URL")]
         public_url: Option<String>,
         /// Connect the agent at answer instead of after AMD.
@@ -54,6 +79,84 @@ enum Command {
     /// Built-in agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The `sim` carrier: a Twilio-compatible simulator.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Rules file (JSON): which destinations answer, how.
+        #[arg(long)]
+        rules: std::path::PathBuf,
+        /// Append every accepted dial here (JSON lines).
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+        /// Account SID it accepts.
+        #[arg(long, default_value = "ACsim")]
+        account_sid: String,
+        /// Auth token it accepts and signs callbacks with.
+        #[arg(
+            long,
+            env = "DIALGATE_SIM_TOKEN",
+            default_value = "sim-token",
+            hide_env_values = true
+        )]
+        auth_token: String,
+    },
+    /// API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Run an example campaign end to end: server, sim carrier, echo agent,
+    /// a CSV of contacts, live progress and a final table. No account needed.
+    Demo {
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Keep the database and logs here (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 240)]
+        timeout: u64,
+    },
+    /// Campaigns, through the API.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+    /// Launch one call through the API.
+    Call {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        #[arg(long)]
+        campaign: String,
+        /// Destination number.
+        #[arg(long)]
+        to: String,
+        /// A variable, `name=value` (repeatable).
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        /// A metadata entry, `name=value` (repeatable).
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+        /// RFC 3339 time to call at.
+        #[arg(long)]
+        scheduled_for: Option<String>,
+        /// Idempotency key.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Measure the call queue: CSV import rate and peak memory, claims per
+    /// second, on a fresh SQLite file.
+    QueueBench {
+        /// CSV rows to import.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Claims to time.
+        #[arg(long, default_value_t = 20_000)]
+        claims: u64,
+        /// Directory for the database (default: a temporary one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Open N simulated Twilio streams against a running gateway (bridged to
     /// the echo agent) and report latency, drops and the gateway's cost.
     Loadtest {
@@ -186,15 +289,147 @@ enum AmdCommand {
     },
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct ApiArgs {
+    /// The API's base URL.
+    #[arg(
+        long,
+        env = "DIALGATE_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    api_url: String,
+    /// API key (`dialgate apikey create`).
+    #[arg(long, env = "DIALGATE_API_KEY", hide_env_values = true)]
+    api_key: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum ApikeyCommand {
+    /// Create a key; it is printed once and stored hashed.
+    Create {
+        /// The SQLite database.
+        #[arg(long, env = "DIALGATE_DB", default_value = "dialgate.db")]
+        db: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CampaignCommand {
+    /// Create from a JSON file.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The campaign (JSON).
+        file: std::path::PathBuf,
+    },
+    /// List campaigns.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+    },
+    /// Upload a CSV of contacts.
+    Upload {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+        /// The CSV file.
+        file: std::path::PathBuf,
+    },
+    /// Stop new dials.
+    Pause {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+    },
+    /// Resume dialling.
+    Resume {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+    },
+    /// Cancel for good.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+    },
+    /// Counts by status and AMD outcome.
+    Stats {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Campaign id.
+        id: String,
+    },
+}
+
+fn kv_map(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("`{p}` is not name=value"))?;
+            Ok((k.to_string(), serde_json::Value::String(v.to_string())))
+        })
+        .collect()
+}
+
+/// Sends one API request and prints the JSON answer; non-2xx is an error.
+async fn api_call(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", api.api_url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&api.api_key);
+    if let Some((ct, b)) = body {
+        req = req.header("content-type", ct).body(b);
+    }
+    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Err(_) => println!("{text}"),
+    }
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("dialgate: the API answered {status}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo's terminal is for its progress and table; per-call logs are
+    // one RUST_LOG=info away.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
+        "warn,ort=warn"
+    } else {
+        "info,ort=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -342,18 +577,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             agent_url,
+            twilio_account_sid,
             twilio_auth_token,
+            twilio_api_url,
+            sim_url,
+            sim_account_sid,
+            sim_auth_token,
+            db,
             public_url,
             agent_immediate,
             leave_message,
         } => {
             use dialgate::call::session::{AgentStart, MachineAction, SessionConfig};
-            let cfg = dialgate::server::ServerConfig {
+            use dialgate::carrier::twilio::rest::TwilioConfig;
+            let mut carriers = std::collections::HashMap::new();
+            if let (Some(sid), Some(token)) = (twilio_account_sid, twilio_auth_token) {
+                carriers.insert(
+                    "twilio".to_string(),
+                    TwilioConfig {
+                        base_url: twilio_api_url,
+                        account_sid: sid,
+                        auth_token: token,
+                    },
+                );
+            }
+            if let Some(url) = sim_url {
+                carriers.insert(
+                    "sim".to_string(),
+                    TwilioConfig {
+                        base_url: url,
+                        account_sid: sim_account_sid,
+                        auth_token: sim_auth_token,
+                    },
+                );
+            }
+            let cfg = dialgate::app::AppConfig {
                 listen,
-                agent_url,
-                twilio_auth_token,
+                db,
                 public_url,
-                session: SessionConfig {
+                carriers,
+                default_agent_url: agent_url,
+                default_session: SessionConfig {
                     agent_start: if agent_immediate {
                         AgentStart::Immediate
                     } else {
@@ -365,11 +629,151 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                     ..SessionConfig::default()
                 },
-                agent_connect_timeout: std::time::Duration::from_secs(5),
+                tick: std::time::Duration::from_millis(200),
             };
             // Load the models before the first call arrives.
             dialgate::detect::classifier::warm_up()?;
-            tokio::runtime::Runtime::new()?.block_on(dialgate::server::run(cfg))?;
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let _app = dialgate::app::start(cfg).await?;
+                tokio::signal::ctrl_c().await?;
+                anyhow::Ok(())
+            })?;
+            ExitCode::SUCCESS
+        }
+        Command::Sim {
+            listen,
+            rules,
+            log,
+            account_sid,
+            auth_token,
+        } => {
+            let rules = dialgate::carrier::sim::Rules::load(&rules)?;
+            let cfg = dialgate::carrier::sim::SimConfig {
+                account_sid,
+                auth_token,
+                rules,
+                log,
+            };
+            tokio::runtime::Runtime::new()?.block_on(dialgate::carrier::sim::run(listen, cfg))?;
+            ExitCode::SUCCESS
+        }
+        Command::Apikey(ApikeyCommand::Create { db }) => {
+            let store = dialgate::store::Store::open(&db)?;
+            let (id, secret) = store.create_api_key(chrono::Utc::now().timestamp_millis())?;
+            eprintln!("created API key {id} (shown once; stored hashed)");
+            println!("{secret}");
+            ExitCode::SUCCESS
+        }
+        Command::Demo { json, dir, timeout } => {
+            let opts = dialgate::demo::DemoOptions {
+                json,
+                dir,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            let ok = tokio::runtime::Runtime::new()?.block_on(dialgate::demo::run(opts))?;
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Campaign(c) => {
+            use reqwest::Method;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                match c {
+                    CampaignCommand::Create { api, file } => {
+                        let body = std::fs::read(&file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        api_call(
+                            &api,
+                            Method::POST,
+                            "/v1/campaigns",
+                            Some(("application/json", body)),
+                        )
+                        .await
+                    }
+                    CampaignCommand::List { api } => {
+                        api_call(&api, Method::GET, "/v1/campaigns", None).await
+                    }
+                    CampaignCommand::Show { api, id } => {
+                        api_call(&api, Method::GET, &format!("/v1/campaigns/{id}"), None).await
+                    }
+                    CampaignCommand::Upload { api, id, file } => {
+                        let body = std::fs::read(&file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        api_call(
+                            &api,
+                            Method::POST,
+                            &format!("/v1/campaigns/{id}/uploads"),
+                            Some(("text/csv", body)),
+                        )
+                        .await
+                    }
+                    CampaignCommand::Pause { api, id } => {
+                        api_call(
+                            &api,
+                            Method::POST,
+                            &format!("/v1/campaigns/{id}/pause"),
+                            None,
+                        )
+                        .await
+                    }
+                    CampaignCommand::Resume { api, id } => {
+                        api_call(
+                            &api,
+                            Method::POST,
+                            &format!("/v1/campaigns/{id}/resume"),
+                            None,
+                        )
+                        .await
+                    }
+                    CampaignCommand::Cancel { api, id } => {
+                        api_call(
+                            &api,
+                            Method::POST,
+                            &format!("/v1/campaigns/{id}/cancel"),
+                            None,
+                        )
+                        .await
+                    }
+                    CampaignCommand::Stats { api, id } => {
+                        api_call(
+                            &api,
+                            Method::GET,
+                            &format!("/v1/campaigns/{id}/stats"),
+                            None,
+                        )
+                        .await
+                    }
+                }
+            })?
+        }
+        Command::Call {
+            api,
+            campaign,
+            to,
+            vars,
+            meta,
+            scheduled_for,
+            idempotency_key,
+        } => {
+            let body = serde_json::json!({
+                "campaign_id": campaign, "to": to,
+                "variables": kv_map(&vars)?, "metadata": kv_map(&meta)?,
+                "scheduled_for": scheduled_for, "idempotency_key": idempotency_key,
+            });
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(api_call(
+                &api,
+                reqwest::Method::POST,
+                "/v1/calls",
+                Some(("application/json", body.to_string().into_bytes())),
+            ))?
+        }
+        Command::QueueBench { rows, claims, dir } => {
+            let report = dialgate::demo::queue_bench(rows, claims, dir.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             ExitCode::SUCCESS
         }
         Command::Loadtest {

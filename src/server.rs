@@ -36,6 +36,7 @@ use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
 use crate::call::session::{AgentOut, CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::carrier::twilio::{signature, stream};
 use crate::detect::amd::LlmVerdict;
+use crate::dialer::driver::{CallFact, Engine};
 
 /// What the server needs.
 #[derive(Debug, Clone)]
@@ -53,6 +54,9 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// How long the agent may take to accept the connection.
     pub agent_connect_timeout: Duration,
+    /// The campaign engine: streams carrying a `call_queue_id` get their
+    /// settings and agent from its campaign, and report their facts to it.
+    pub engine: Option<Arc<Engine>>,
 }
 
 struct AppState {
@@ -149,6 +153,9 @@ struct Driver {
     media_ms: u64,
     out: String,
     epoch: Instant,
+    /// The attempt this stream belongs to, for campaign calls.
+    call_queue_id: Option<String>,
+    agent_url: String,
 }
 
 impl Driver {
@@ -169,6 +176,8 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
         media_ms: 0,
         out: String::with_capacity(512),
         epoch: Instant::now(),
+        call_queue_id: None,
+        agent_url: st.cfg.agent_url.clone(),
     };
     let mut payload = vec![0u8; stream::MAX_MESSAGE_BYTES];
     let stop = loop {
@@ -282,7 +291,21 @@ fn on_carrier_text(
             d.stream_sid = start.stream_sid.clone();
             d.call_sid = start.call_sid.clone();
             let mut cfg = st.cfg.session.clone();
-            cfg.agent_params.extend(start.custom_parameters.clone());
+            if let (Some(engine), Some(cq)) =
+                (&st.cfg.engine, start.custom_parameters.get("call_queue_id"))
+            {
+                let Some(setup) = engine.setup(cq) else {
+                    return Err(format!("no live call attempt `{cq}`"));
+                };
+                cfg = setup.session;
+                d.agent_url = setup.agent_url;
+                d.call_queue_id = Some(cq.clone());
+            }
+            for (k, v) in &start.custom_parameters {
+                cfg.agent_params
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
             let mut s =
                 CallSession::new(cfg).map_err(|e| format!("cannot start the call session: {e}"))?;
             s.handle_carrier_start(now);
@@ -392,7 +415,7 @@ async fn flush(d: &mut Driver, st: &AppState, carrier: &mut WebSocket) {
                     }
                     d.backlog.clear();
                     let (tx, rx) = oneshot::channel();
-                    let url = st.cfg.agent_url.clone();
+                    let url = d.agent_url.clone();
                     let call_sid = d.call_sid.clone();
                     let timeout = st.cfg.agent_connect_timeout;
                     tracing::info!(mode = mode.as_str(), "connecting the agent");
@@ -442,26 +465,50 @@ async fn flush(d: &mut Driver, st: &AppState, carrier: &mut WebSocket) {
                     d.connecting = None;
                 }
             },
-            Output::Lifecycle(l) => match l {
-                Lifecycle::Ended {
-                    end_type, reason, ..
-                } => {
-                    tracing::info!(
-                        end_type = end_type.as_str(),
-                        reason = reason.as_deref().unwrap_or(""),
-                        "call ended"
-                    );
+            Output::Lifecycle(l) => {
+                let fact = match l {
+                    Lifecycle::Ended {
+                        end_type, reason, ..
+                    } => {
+                        tracing::info!(
+                            end_type = end_type.as_str(),
+                            reason = reason.as_deref().unwrap_or(""),
+                            "call ended"
+                        );
+                        let turns = d
+                            .session
+                            .as_ref()
+                            .and_then(|s| serde_json::to_value(s.turns()).ok())
+                            .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+                        Some(CallFact::Ended {
+                            end_type: end_type.as_str().to_string(),
+                            turns,
+                            reason,
+                        })
+                    }
+                    Lifecycle::AmdDecided(dec) => {
+                        tracing::info!(
+                            answered_by = dec.outcome.as_str(),
+                            at_ms = dec.at_ms,
+                            trigger = dec.trigger.as_str(),
+                            "AMD"
+                        );
+                        Some(CallFact::Amd {
+                            answered_by: dec.outcome.as_str().to_string(),
+                            decision_ms: dec.at_ms,
+                        })
+                    }
+                    Lifecycle::Answered { .. } => Some(CallFact::Answered),
+                    other => {
+                        tracing::debug!(?other, "lifecycle");
+                        None
+                    }
+                };
+                if let (Some(engine), Some(cq), Some(f)) = (&st.cfg.engine, &d.call_queue_id, fact)
+                {
+                    engine.report(cq, f);
                 }
-                Lifecycle::AmdDecided(dec) => {
-                    tracing::info!(
-                        answered_by = dec.outcome.as_str(),
-                        at_ms = dec.at_ms,
-                        trigger = dec.trigger.as_str(),
-                        "AMD"
-                    );
-                }
-                other => tracing::debug!(?other, "lifecycle"),
-            },
+            }
             Output::Verify { .. } => {
                 // LLM verification is not wired into `serve` yet: fall back.
                 let now = d.now();

@@ -35,6 +35,7 @@ fn config(session: SessionConfig) -> ServerConfig {
         public_url: None,
         session,
         agent_connect_timeout: Duration::from_secs(3),
+        engine: None,
     }
 }
 

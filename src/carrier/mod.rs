@@ -2,4 +2,5 @@
 //! carrier has a sans-IO codec that turns its wire format into
 //! [`crate::audio::AudioFrame`]s and back.
 
+pub mod sim;
 pub mod twilio;

@@ -2,5 +2,6 @@
 //! request signatures. The REST client, the stream endpoint and the
 //! simulator build on these.
 
+pub mod rest;
 pub mod signature;
 pub mod stream;

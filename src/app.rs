@@ -1,0 +1,120 @@
+//! Assembles `dialgate serve`: the store, the dialer engine, the media
+//! endpoints ([`crate::server`]) and the API ([`crate::api`]) on one
+//! listener. The demo and the integration tests start the same thing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::api::{self, ApiState, Metrics};
+use crate::call::session::SessionConfig;
+use crate::carrier::twilio::rest::{TwilioClient, TwilioConfig};
+use crate::dialer::driver::{Engine, EngineConfig};
+use crate::server::{self, ServerConfig};
+use crate::store::Store;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// How carriers reach us; defaults to `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Carriers by name (`twilio`, `sim`).
+    pub carriers: HashMap<String, TwilioConfig>,
+    /// Agent for streams that belong to no campaign.
+    pub default_agent_url: String,
+    /// Session for streams that belong to no campaign.
+    pub default_session: SessionConfig,
+    /// How often the dialer looks for due attempts.
+    pub tick: Duration,
+}
+
+/// A running gateway.
+pub struct App {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The public base URL.
+    pub public_url: String,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The store.
+    pub store: Store,
+}
+
+/// Opens the store, binds, and starts everything in the background.
+pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
+    let store = Store::open(&cfg.db)
+        .with_context(|| format!("opening the database {}", cfg.db.display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let carriers: HashMap<String, TwilioClient> = cfg
+        .carriers
+        .iter()
+        .map(|(k, v)| (k.clone(), TwilioClient::new(v.clone())))
+        .collect();
+    let (engine, facts) = Engine::new(
+        store.clone(),
+        EngineConfig {
+            public_url: public_url.clone(),
+            carriers,
+            tick: cfg.tick,
+        },
+    );
+    tokio::spawn(engine.clone().run(facts));
+    // Real Twilio signs the stream upgrade with the account's token; the
+    // simulator does not, so only a configured `twilio` carrier turns the
+    // check on.
+    let twilio_token = cfg.carriers.get("twilio").map(|t| t.auth_token.clone());
+    let ws_base = public_url
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let server_cfg = ServerConfig {
+        listen: addr,
+        agent_url: cfg.default_agent_url.clone(),
+        twilio_auth_token: twilio_token,
+        public_url: Some(ws_base),
+        session: cfg.default_session.clone(),
+        agent_connect_timeout: Duration::from_secs(5),
+        engine: Some(engine.clone()),
+    };
+    let state = Arc::new(ApiState {
+        engine: engine.clone(),
+        carrier_tokens: cfg
+            .carriers
+            .values()
+            .map(|c| c.auth_token.clone())
+            .collect(),
+        public_url: public_url.clone(),
+        metrics: Metrics::default(),
+    });
+    let router = server::router(server_cfg).merge(api::router(state));
+    tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    tracing::info!(%addr, %public_url, "dialgate serving the API, /twilio/stream and /twilio/status");
+    Ok(App {
+        addr,
+        public_url,
+        engine,
+        store,
+    })
+}

@@ -1,0 +1,585 @@
+//! The dialer's driver: the tokio side of [`super::Dialer`]. It owns the
+//! loop (a tick every few hundred ms, or sooner when woken), the store and
+//! the carrier clients; every decision comes from the core or the store's
+//! legal transitions. It also applies what comes back: status callbacks
+//! from the carrier, and the call facts the media gateway reports (answer,
+//! AMD, end). At start it reconciles attempts a crash left in flight, by
+//! asking the carrier what became of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+use super::{Dialer, Verdict, retry_at};
+use crate::call::session::SessionConfig;
+use crate::campaign::{CallerNumber, CampaignSpec, CampaignState, phone};
+use crate::carrier::twilio::rest::{Dial, TwilioClient, map_status};
+use crate::store::{CallRow, CallStatus, Patch, Store, StoreError};
+
+/// What the driver needs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Base URL the carrier reaches the gateway at (`http://…` or
+    /// `https://…`); the stream URL is its `ws`/`wss` twin.
+    pub public_url: String,
+    /// Carrier clients by name (`twilio`, `sim`).
+    pub carriers: HashMap<String, TwilioClient>,
+    /// How often to look for due attempts.
+    pub tick: Duration,
+}
+
+/// A fact about a live call, reported by the media gateway.
+#[derive(Debug, Clone)]
+pub enum CallFact {
+    /// Audio flows.
+    Answered,
+    /// An AMD decision (`machine_start` then `machine_end_*` may both come).
+    Amd {
+        /// Outcome name.
+        answered_by: String,
+        /// ms after answer.
+        decision_ms: u64,
+    },
+    /// The conversation ended.
+    Ended {
+        /// `agent_hangup`, `user_hangup`, `voicemail_ended`, `timeout`, `failed`.
+        end_type: String,
+        /// Turns (JSON array).
+        turns: Value,
+        /// Why, when it failed.
+        reason: Option<String>,
+    },
+}
+
+/// What the gateway needs to run one campaign call.
+pub struct CallSetup {
+    /// Session settings from the campaign.
+    pub session: SessionConfig,
+    /// The campaign's agent.
+    pub agent_url: String,
+}
+
+/// The dialer and call-state engine.
+pub struct Engine {
+    store: Store,
+    cfg: EngineConfig,
+    dialer: Mutex<Dialer>,
+    wake: Notify,
+    facts: mpsc::UnboundedSender<(String, CallFact)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("public_url", &self.cfg.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Engine {
+    /// An engine and the receiver of call facts, to hand to [`Engine::run`].
+    pub fn new(
+        store: Store,
+        cfg: EngineConfig,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<(String, CallFact)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Self {
+                store,
+                cfg,
+                dialer: Mutex::new(Dialer::new()),
+                wake: Notify::new(),
+                facts: tx,
+            }),
+            rx,
+        )
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Look for due attempts now (after an enqueue, a resume …).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reports a call fact (never blocks: the media task calls it).
+    pub fn report(&self, call_queue_id: &str, fact: CallFact) {
+        let _ = self.facts.send((call_queue_id.to_string(), fact));
+    }
+
+    /// Reconciles, then dials until the process ends.
+    pub async fn run(self: Arc<Self>, mut facts: mpsc::UnboundedReceiver<(String, CallFact)>) {
+        if let Err(e) = self.reconcile().await {
+            tracing::error!(error = %e, "reconciliation failed; in-flight attempts stay as they are");
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some((id, fact)) = facts.recv().await {
+                if let Err(e) = me.apply_fact(&id, fact) {
+                    tracing::error!(error = %e, call_queue_id = %id, "cannot record a call fact");
+                }
+            }
+        });
+        loop {
+            match self.tick() {
+                Ok(jobs) => {
+                    for (call, spec, number) in jobs {
+                        tokio::spawn(self.clone().dial(call, spec, number));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "dialer tick failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.tick) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One pass over due attempts: decisions from the core, claims in the
+    /// store. Returns the claimed attempts to dial.
+    #[allow(clippy::type_complexity)]
+    fn tick(&self) -> Result<Vec<(CallRow, CampaignSpec, CallerNumber)>, StoreError> {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        let in_flight = self.store.in_flight()?;
+        let mut d = self.dialer.lock().unwrap_or_else(|p| p.into_inner());
+        d.begin_tick(
+            in_flight
+                .iter()
+                .map(|c| (c.campaign_id.as_str(), c.caller_number_id.as_deref())),
+        );
+        let mut jobs = Vec::new();
+        for camp in self.store.campaigns()? {
+            if camp.state != CampaignState::Active {
+                continue;
+            }
+            let room = camp
+                .spec
+                .limits
+                .max_concurrency
+                .saturating_sub(d.in_flight(&camp.id)) as usize;
+            // Rows the window defers are moved out of the way, so look a
+            // little past the free capacity.
+            for call in self.store.due_in(&camp.id, now_ms, room + 50)? {
+                if call.status == CallStatus::Scheduled {
+                    self.store.transition(
+                        &call.id,
+                        CallStatus::Queued,
+                        now_ms,
+                        &Patch::default(),
+                    )?;
+                }
+                match d.decide(now, &camp.id, &camp.spec, &call.to_number, call.expires_at) {
+                    Verdict::Dial(number) => {
+                        if self.store.claim(
+                            &call.id,
+                            now_ms,
+                            &number.id,
+                            &number.number,
+                            &number.carrier,
+                        )? {
+                            jobs.push((call, camp.spec.clone(), number));
+                        } else {
+                            d.release(&camp.id, &number.id);
+                        }
+                    }
+                    Verdict::Defer(at) => self.store.defer(&call.id, at)?,
+                    Verdict::Wait => {}
+                    Verdict::Expire => {
+                        self.store.end_attempt(
+                            &call.id,
+                            CallStatus::Expired,
+                            now_ms,
+                            &Patch::default(),
+                            None,
+                        )?;
+                    }
+                    Verdict::Suppress => {
+                        let p = Patch {
+                            initiation_error: Some("do_not_call".into()),
+                            ..Patch::default()
+                        };
+                        self.store.end_attempt(
+                            &call.id,
+                            CallStatus::Suppressed,
+                            now_ms,
+                            &p,
+                            None,
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn stream_url(&self) -> String {
+        let base = self.cfg.public_url.trim_end_matches('/');
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_string()
+        };
+        format!("{ws}/twilio/stream")
+    }
+
+    async fn dial(self: Arc<Self>, call: CallRow, spec: CampaignSpec, number: CallerNumber) {
+        let span = tracing::info_span!("dial", call_queue_id = %call.id, to = %phone::redact(&call.to_number));
+        let _g = span.enter();
+        let Some(client) = self.cfg.carriers.get(&number.carrier) else {
+            self.fail(
+                &call,
+                format!(
+                    "provider_error: no `{}` carrier is configured",
+                    number.carrier
+                ),
+            );
+            return;
+        };
+        let mut params = BTreeMap::new();
+        params.insert("call_queue_id".to_string(), call.id.clone());
+        let callback = format!(
+            "{}/twilio/status?cq={}",
+            self.cfg.public_url.trim_end_matches('/'),
+            call.id
+        );
+        let stream_url = self.stream_url();
+        let d = Dial {
+            to: &call.to_number,
+            from: &number.number,
+            stream_url: &stream_url,
+            parameters: &params,
+            status_callback: &callback,
+            timeout_s: spec.limits.ring_timeout_seconds,
+            time_limit_s: spec.limits.max_duration_seconds + 60,
+        };
+        match client.create_call(&d).await {
+            Ok(info) => {
+                let p = Patch {
+                    provider_call_id: Some(info.sid.clone()),
+                    ..Patch::default()
+                };
+                // A fast carrier's `initiated` callback may have done it.
+                match self
+                    .store
+                    .transition(&call.id, CallStatus::Initiated, now_ms(), &p)
+                {
+                    Ok(_) => tracing::info!(sid = %info.sid, "dialled"),
+                    Err(e) => tracing::error!(error = %e, "cannot record the carrier's call id"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "carrier refused the call");
+                self.fail(&call, format!("provider_error: {e}"));
+            }
+        }
+        self.wake();
+    }
+
+    fn fail(&self, call: &CallRow, why: String) {
+        let p = Patch {
+            initiation_error: Some(why),
+            ..Patch::default()
+        };
+        if let Err(e) = self
+            .store
+            .end_attempt(&call.id, CallStatus::Failed, now_ms(), &p, None)
+        {
+            tracing::error!(error = %e, "cannot record an initiation failure");
+        }
+    }
+
+    /// Applies a carrier status callback (`CallStatus` and friends) to the
+    /// attempt `call_queue_id`. Unknown statuses are ignored; stale ones
+    /// change nothing (the transitions are legal-only).
+    pub fn on_status(
+        &self,
+        call_queue_id: &str,
+        sid: &str,
+        status: &str,
+        sip: Option<u16>,
+    ) -> Result<(), StoreError> {
+        let Some(call) = self.store.call(call_queue_id)? else {
+            return Err(StoreError::NotFound(format!("call {call_queue_id}")));
+        };
+        if call.provider_call_id.as_deref().is_some_and(|s| s != sid) {
+            tracing::warn!(%sid, "status callback for another carrier call; ignored");
+            return Ok(());
+        }
+        let now = now_ms();
+        let p = Patch {
+            provider_call_id: Some(sid.to_string()),
+            ..Patch::default()
+        };
+        if call.status == CallStatus::Processing {
+            self.store
+                .transition(&call.id, CallStatus::Initiated, now, &p)?;
+        }
+        let answered = call.status == CallStatus::Answered || call.conversation_start.is_some();
+        let Some(to) = map_status(status, sip, answered) else {
+            tracing::info!(%status, "ignoring an unknown CallStatus");
+            return Ok(());
+        };
+        self.apply(&call, to, sip, now)?;
+        self.wake();
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        call: &CallRow,
+        to: CallStatus,
+        sip: Option<u16>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match to {
+            CallStatus::Initiated => {}
+            CallStatus::Ringing | CallStatus::Answered => {
+                self.store
+                    .transition(&call.id, to, now, &Patch::default())?;
+            }
+            t => {
+                let spec = self.store.campaign(&call.campaign_id)?.map(|c| c.spec);
+                let retry = spec.and_then(|s| retry_at(&s.retry, t, call.attempt, now));
+                let p = Patch {
+                    initiation_error: match t {
+                        CallStatus::Failed => Some(match sip {
+                            Some(code) => format!("provider_error: SIP {code}"),
+                            None => "provider_error".into(),
+                        }),
+                        CallStatus::Busy => Some("busy".into()),
+                        CallStatus::Declined => Some("declined".into()),
+                        CallStatus::Missed => Some("no_answer".into()),
+                        _ => None,
+                    },
+                    ..Patch::default()
+                };
+                if let Some(Some(next)) = self.store.end_attempt(&call.id, t, now, &p, retry)? {
+                    tracing::info!(status = t.as_str(), retry = %next, "attempt ended; retry queued");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_fact(&self, id: &str, fact: CallFact) -> Result<(), StoreError> {
+        let now = now_ms();
+        match fact {
+            CallFact::Answered => {
+                self.store
+                    .set_conversation_start(id, &uuid::Uuid::new_v4().to_string(), now)?;
+                if !self
+                    .store
+                    .transition(id, CallStatus::Answered, now, &Patch::default())?
+                {
+                    // Still `processing`: the media came before the carrier's
+                    // answer reached us.
+                    self.store
+                        .transition(id, CallStatus::Initiated, now, &Patch::default())?;
+                    self.store
+                        .transition(id, CallStatus::Answered, now, &Patch::default())?;
+                }
+            }
+            CallFact::Amd {
+                answered_by,
+                decision_ms,
+            } => self.store.set_amd(id, &answered_by, decision_ms as i64)?,
+            CallFact::Ended {
+                end_type,
+                turns,
+                reason,
+            } => {
+                self.store
+                    .set_conversation_end(id, &end_type, now, &turns)?;
+                // The conversation is over: the attempt is complete even if
+                // the carrier's `completed` callback never arrives.
+                let p = Patch {
+                    initiation_error: reason,
+                    ..Patch::default()
+                };
+                self.store
+                    .end_attempt(id, CallStatus::Completed, now, &p, None)?;
+                self.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// What the gateway needs for a stream whose `call_queue_id` is `id`;
+    /// `None` for an unknown attempt or one that is already over.
+    pub fn setup(&self, id: &str) -> Option<CallSetup> {
+        let call = self.store.call(id).ok()??;
+        if call.status.is_terminal() {
+            return None;
+        }
+        let camp = self.store.campaign(&call.campaign_id).ok()??;
+        let spec = camp.spec;
+        let mut params = BTreeMap::new();
+        params.insert("call_queue_id".into(), call.id.clone());
+        params.insert("campaign_id".into(), call.campaign_id.clone());
+        params.insert("script".into(), spec.agent.script.clone());
+        params.insert(
+            "variables".into(),
+            Value::Object(call.variables.clone()).to_string(),
+        );
+        params.insert(
+            "metadata".into(),
+            Value::Object(call.metadata.clone()).to_string(),
+        );
+        for (k, v) in &call.variables {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            params.insert(k.clone(), s);
+        }
+        if spec.agent.inject_numbers {
+            params.insert("to_number".into(), call.to_number.clone());
+            params.insert(
+                "from_number".into(),
+                call.caller_number.clone().unwrap_or_default(),
+            );
+        }
+        Some(CallSetup {
+            session: spec.session_config(params),
+            agent_url: spec.agent.url.clone(),
+        })
+    }
+
+    /// After a crash: every attempt left holding a line is settled with the
+    /// carrier's help. One still `processing` may or may not have reached
+    /// the carrier: if the carrier has a call to that number from that
+    /// caller ID created after the claim, it is adopted; if not, the
+    /// attempt is closed as failed and a fresh attempt queued (it was never
+    /// dialled, so this is not a second dial). Attempts the carrier knows
+    /// are brought to the carrier's status; a call still up has lost its
+    /// media stream with the old process and is hung up.
+    pub async fn reconcile(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for call in self.store.in_flight()? {
+            let Some(client) = call
+                .provider
+                .as_ref()
+                .and_then(|p| self.cfg.carriers.get(p))
+            else {
+                self.fail(
+                    &call,
+                    "provider_error: carrier not configured after restart".into(),
+                );
+                continue;
+            };
+            let mut sid = call.provider_call_id.clone();
+            if call.status == CallStatus::Processing {
+                let from = call.caller_number.clone().unwrap_or_default();
+                match client.list_calls(&call.to_number, &from).await {
+                    Ok(list) => {
+                        let since = call.processing_started_at.unwrap_or(0) - 5_000;
+                        for c in list {
+                            let created = c
+                                .date_created
+                                .as_deref()
+                                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                                .map(|d| d.timestamp_millis())
+                                .unwrap_or(0);
+                            if created >= since && self.store.call_by_provider_id(&c.sid)?.is_none()
+                            {
+                                sid = Some(c.sid);
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Cannot tell: leave it for the next start rather
+                        // than guess either way.
+                        tracing::error!(error = %e, call_queue_id = %call.id, "cannot reconcile with the carrier");
+                        continue;
+                    }
+                }
+                match &sid {
+                    Some(s) => {
+                        let p = Patch {
+                            provider_call_id: Some(s.clone()),
+                            ..Patch::default()
+                        };
+                        self.store
+                            .transition(&call.id, CallStatus::Initiated, now, &p)?;
+                        tracing::info!(call_queue_id = %call.id, sid = %s, "adopted a call placed before the restart");
+                    }
+                    None => {
+                        let p = Patch {
+                            initiation_error: Some(
+                                "interrupted: dialgate stopped before the carrier took the call (not dialled)".into(),
+                            ),
+                            ..Patch::default()
+                        };
+                        self.store
+                            .end_attempt(&call.id, CallStatus::Failed, now, &p, Some(now))?;
+                        tracing::info!(call_queue_id = %call.id, "never reached the carrier; requeued as a new attempt");
+                        continue;
+                    }
+                }
+            }
+            let Some(sid) = sid else { continue };
+            let Some(fresh) = self.store.call(&call.id)? else {
+                continue;
+            };
+            match client.fetch_call(&sid).await {
+                Ok(info) => {
+                    let answered =
+                        fresh.status == CallStatus::Answered || fresh.conversation_start.is_some();
+                    match map_status(&info.status, None, answered) {
+                        Some(CallStatus::Answered) => {
+                            // Its media stream died with the old process.
+                            let _ = client.hangup(&sid).await;
+                            self.store.transition(
+                                &call.id,
+                                CallStatus::Answered,
+                                now,
+                                &Patch::default(),
+                            )?;
+                            self.store.set_conversation_end(
+                                &call.id,
+                                "failed",
+                                now,
+                                &Value::Array(vec![]),
+                            )?;
+                            let p = Patch {
+                                initiation_error: Some(
+                                    "interrupted: dialgate restarted during the call".into(),
+                                ),
+                                ..Patch::default()
+                            };
+                            self.store.end_attempt(
+                                &call.id,
+                                CallStatus::Completed,
+                                now,
+                                &p,
+                                None,
+                            )?;
+                        }
+                        Some(s) => self.apply(&fresh, s, None, now)?,
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, call_queue_id = %call.id, "cannot fetch the call from the carrier")
+                }
+            }
+        }
+        Ok(())
+    }
+}
