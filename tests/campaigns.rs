@@ -17,6 +17,7 @@ struct Rig {
     key: String,
     http: reqwest::Client,
     sim_log: PathBuf,
+    sim: TwilioConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -51,15 +52,13 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
             log: Some(sim_log.clone()),
         },
     ));
+    let sim = TwilioConfig {
+        base_url: sim_url,
+        account_sid: "ACtest".into(),
+        auth_token: "tok".into(),
+    };
     let mut carriers = HashMap::new();
-    carriers.insert(
-        "sim".to_string(),
-        TwilioConfig {
-            base_url: sim_url,
-            account_sid: "ACtest".into(),
-            auth_token: "tok".into(),
-        },
-    );
+    carriers.insert("sim".to_string(), sim.clone());
     let app = app::start(AppConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: dir.path().join("q.db"),
@@ -79,6 +78,7 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
         key,
         http: reqwest::Client::new(),
         sim_log,
+        sim,
         _dir: dir,
     }
 }
@@ -544,4 +544,68 @@ async fn unsigned_status_callbacks_are_refused() {
         .unwrap()
         .status();
     assert_eq!(s, 404, "signed but for no call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_adopts_or_requeues_attempts_left_processing() {
+    let r = rig(vec![rule("+1201555012", "busy", 2000, None)]).await;
+    let cid = r
+        .create_campaign(campaign("ws://127.0.0.1:9/", json!({}), json!({})))
+        .await;
+    r.post(&format!("/v1/campaigns/{cid}/pause"), json!({}))
+        .await;
+    let mut ids = Vec::new();
+    for to in ["+12015550121", "+12015550122"] {
+        let (_, v) = r
+            .post(
+                "/v1/calls",
+                json!({"campaign_id": cid, "to": to, "variables": {"customer_name": "X"}}),
+            )
+            .await;
+        ids.push(v["call_queue_id"].as_str().unwrap().to_string());
+    }
+    let store = r.app.engine.store();
+    let now = chrono::Utc::now().timestamp_millis();
+    for id in &ids {
+        assert!(store.claim(id, now, "us", "+12015550100", "sim").unwrap());
+        // A second claim of the same attempt loses.
+        assert!(!store.claim(id, now, "us", "+12015550100", "sim").unwrap());
+    }
+    // The first reached the carrier, but the answer was lost in the crash
+    // (and its callbacks go nowhere); the second never left.
+    assert!(r.dials().is_empty());
+    let client = dialgate::carrier::twilio::rest::TwilioClient::new(r.sim.clone());
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("call_queue_id".to_string(), ids[0].clone());
+    let placed = client
+        .create_call(&dialgate::carrier::twilio::rest::Dial {
+            to: "+12015550121",
+            from: "+12015550100",
+            stream_url: "ws://127.0.0.1:9/twilio/stream",
+            parameters: &params,
+            status_callback: "http://127.0.0.1:9/twilio/status",
+            timeout_s: 5,
+            time_limit_s: 60,
+        })
+        .await
+        .unwrap();
+    r.app.engine.reconcile().await.unwrap();
+    let a = r.get(&format!("/v1/calls/{}", ids[0])).await;
+    assert_eq!(a["provider_call_id"], placed.sid.as_str(), "{a:#}");
+    assert!(
+        matches!(a["status"].as_str().unwrap(), "initiated" | "ringing"),
+        "{a:#}"
+    );
+    let b = r.get(&format!("/v1/calls/{}", ids[1])).await;
+    assert_eq!(b["status"], "failed");
+    assert!(
+        b["initiation_error"]
+            .as_str()
+            .unwrap()
+            .contains("not dialled")
+    );
+    let attempts = b["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{b:#}");
+    assert_eq!(attempts[1]["status"], "queued");
+    assert_eq!(r.dials().len(), 1, "reconciliation must not dial");
 }

@@ -824,10 +824,7 @@ impl Store {
     }
 
     /// Counts by status and by AMD outcome.
-    pub fn stats(
-        &self,
-        campaign_id: &str,
-    ) -> Result<(Counts, Counts), StoreError> {
+    pub fn stats(&self, campaign_id: &str) -> Result<(Counts, Counts), StoreError> {
         let db = self.db();
         let mut st = db.prepare(
             "SELECT status, COUNT(*) FROM calls WHERE campaign_id = ?1 GROUP BY status ORDER BY status",
