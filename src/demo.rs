@@ -428,8 +428,8 @@ fn vm_rss_kib() -> Option<u64> {
 }
 
 /// Measures CSV import and claims on a fresh SQLite file.
-pub fn queue_bench(rows: u64, claims: u64, dir: Option<&Path>) -> anyhow::Result<Value> {
-    let dir = fresh_dir(dir.map(Path::to_path_buf))?;
+pub fn queue_bench(rows: u64, claims: u64, keep: Option<&Path>) -> anyhow::Result<Value> {
+    let dir = fresh_dir(keep.map(Path::to_path_buf))?;
     let db = dir.join("dialgate.db");
     let store = Store::open(&db)?;
     let mut spec: CampaignSpec =
@@ -477,6 +477,11 @@ pub fn queue_bench(rows: u64, claims: u64, dir: Option<&Path>) -> anyhow::Result
         "claims": claimed,
         "claims_per_second": claimed as f64 / claim_s,
         "claim_note": "each claim is a due-query share plus one UPDATE … WHERE status = 'queued' in its own transaction",
-        "dir": dir,
     }))
+    .inspect(|_| {
+        // A million-row database is half a gigabyte: keep it only if asked.
+        if keep.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    })
 }
