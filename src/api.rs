@@ -175,6 +175,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/campaigns/{id}/stats", get(stats))
         .route("/v1/calls", post(create_call).get(list_calls))
         .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/tools", post(create_tool).get(list_tools))
+        .route("/v1/analysis-templates", post(create_template))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{id}/replay", post(replay_event))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)
@@ -217,6 +221,7 @@ async fn create_campaign(
 ) -> Result<Response, ApiError> {
     let mut spec: CampaignSpec = parse_body(&body)?;
     spec.validate().map_err(invalid)?;
+    check_references(st.store(), &spec).map_err(invalid)?;
     let id = st.store().insert_campaign(&spec, now_ms())?;
     let row = st
         .store()
@@ -248,6 +253,7 @@ async fn update_campaign(
 ) -> Result<Response, ApiError> {
     let mut spec: CampaignSpec = parse_body(&body)?;
     spec.validate().map_err(invalid)?;
+    check_references(st.store(), &spec).map_err(invalid)?;
     st.store().update_campaign(&id, &spec, now_ms())?;
     st.engine.wake();
     get_campaign(State(st), Path(id)).await
@@ -435,6 +441,15 @@ async fn get_call(
         .collect();
     let mut v = call_json(&row);
     v["attempts"] = Value::Array(attempts);
+    let (status, result, error) = st.store().analysis(&id)?;
+    v["analysis"] = json!({"status": status, "result": result, "error": error});
+    let events: Vec<Value> = st
+        .store()
+        .outbox(None, Some(&id), 100)?
+        .iter()
+        .map(|e| json!({"id": e.id, "kind": e.kind, "state": e.state, "attempts": e.attempts, "last_error": e.last_error}))
+        .collect();
+    v["events"] = Value::Array(events);
     Ok(axum::Json(v).into_response())
 }
 
@@ -468,6 +483,267 @@ async fn list_calls(
         .flatten();
     let calls: Vec<Value> = rows.iter().map(call_json).collect();
     Ok(axum::Json(json!({"calls": calls, "next_after": next})).into_response())
+}
+
+/// Checks what a campaign refers to: each action's tool exists, its
+/// mapping fills the tool's input schema (known fields, required ones
+/// present) from variables the event has; the analysis template exists.
+fn check_references(store: &Store, spec: &CampaignSpec) -> Result<(), Vec<FieldError>> {
+    use crate::events::{EventKind, template_vars};
+    let mut errs = Vec::new();
+    let a = &spec.actions;
+    for (kind, action) in [
+        (EventKind::InitiationFailure, &a.call_initiation_failure),
+        (EventKind::Initiated, &a.call_initiated),
+        (EventKind::Declined, &a.call_declined),
+        (EventKind::Missed, &a.call_missed),
+        (EventKind::Answered, &a.call_answered),
+        (EventKind::Ended, &a.call_ended),
+    ] {
+        let Some(action) = action else { continue };
+        let f = format!("actions.{}", kind.as_str());
+        let tool = match store.tool(&action.tool_id) {
+            Ok(Some((t, _))) => t,
+            Ok(None) => {
+                errs.push(FieldError {
+                    field: format!("{f}.tool_id"),
+                    message: "no such tool".into(),
+                });
+                continue;
+            }
+            Err(e) => {
+                errs.push(FieldError {
+                    field: format!("{f}.tool_id"),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let vars = kind.variables();
+        let schema = &tool["input_schema"];
+        let props = schema.get("properties").and_then(Value::as_object);
+        if action.mapping.is_empty() {
+            // The whole event is sent: the schema's required fields must be
+            // among the event's variables.
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !vars.contains(&r) {
+                    errs.push(FieldError {
+                        field: format!("{f}.mapping"),
+                        message: format!(
+                            "the tool requires `{r}`, which {} does not have; map it",
+                            kind.title()
+                        ),
+                    });
+                }
+            }
+        }
+        for (field, tpl) in &action.mapping {
+            if let Some(p) = props
+                && !p.contains_key(field)
+            {
+                errs.push(FieldError {
+                    field: format!("{f}.mapping.{field}"),
+                    message: "not in the tool's input schema".into(),
+                });
+            }
+            for v in template_vars(tpl) {
+                if !vars.contains(&v.as_str()) {
+                    errs.push(FieldError {
+                        field: format!("{f}.mapping.{field}"),
+                        message: format!("{} has no variable `{v}`", kind.title()),
+                    });
+                }
+            }
+        }
+        if !action.mapping.is_empty() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !action.mapping.contains_key(r) {
+                    errs.push(FieldError {
+                        field: format!("{f}.mapping"),
+                        message: format!("the tool requires `{r}`"),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(t) = &spec.post_analysis_template
+        && !matches!(store.template(t), Ok(Some(_)))
+    {
+        errs.push(FieldError {
+            field: "post_analysis_template".into(),
+            message: "no such analysis template".into(),
+        });
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
+async fn create_tool(
+    State(st): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value = parse_body(&body)?;
+    let mut errs = Vec::new();
+    let name = v["name"].as_str().unwrap_or("").trim().to_string();
+    if name.is_empty() {
+        errs.push(FieldError {
+            field: "name".into(),
+            message: "required".into(),
+        });
+    }
+    let method = v["method"].as_str().unwrap_or("POST").to_ascii_uppercase();
+    if !matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+        errs.push(FieldError {
+            field: "method".into(),
+            message: "must be POST, PUT or PATCH".into(),
+        });
+    }
+    let url = v["url"].as_str().unwrap_or("");
+    if !matches!(
+        reqwest::Url::parse(url)
+            .map(|u| u.scheme().to_string())
+            .as_deref(),
+        Ok("http" | "https")
+    ) {
+        errs.push(FieldError {
+            field: "url".into(),
+            message: "must be an http(s) URL".into(),
+        });
+    }
+    if !v["headers"].is_null()
+        && !v["headers"]
+            .as_object()
+            .is_some_and(|h| h.values().all(Value::is_string))
+    {
+        errs.push(FieldError {
+            field: "headers".into(),
+            message: "must be an object of strings".into(),
+        });
+    }
+    let schema = v
+        .get("input_schema")
+        .cloned()
+        .unwrap_or(json!({"type": "object"}));
+    if !schema.is_object() || schema.get("type").is_some_and(|t| t != "object") {
+        errs.push(FieldError {
+            field: "input_schema".into(),
+            message: "must be a JSON schema of type object".into(),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(invalid(errs));
+    }
+    let spec = json!({"name": name, "method": method, "url": url, "headers": v["headers"].as_object().cloned().unwrap_or_default(), "input_schema": schema});
+    let secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+    let id = st.store().insert_tool(&name, &spec, &secret, now_ms())?;
+    let mut out = spec;
+    out["id"] = json!(id);
+    // The signing secret is shown here once; receivers verify with it.
+    out["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn list_tools(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let tools: Vec<Value> = st
+        .store()
+        .tools()?
+        .into_iter()
+        .map(|(id, mut t)| {
+            t["id"] = json!(id);
+            t
+        })
+        .collect();
+    Ok(axum::Json(json!({"tools": tools})).into_response())
+}
+
+async fn create_template(
+    State(st): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value = parse_body(&body)?;
+    let mut errs = Vec::new();
+    let name = v["name"].as_str().unwrap_or("").trim().to_string();
+    if name.is_empty() {
+        errs.push(FieldError {
+            field: "name".into(),
+            message: "required".into(),
+        });
+    }
+    let prompt = v["prompt"].as_str().unwrap_or("");
+    if prompt.trim().is_empty() {
+        errs.push(FieldError {
+            field: "prompt".into(),
+            message: "required".into(),
+        });
+    }
+    let known = crate::events::delivery::analysis_context(&Map::new());
+    for var in crate::events::template_vars(prompt) {
+        if !known.contains_key(&var) {
+            errs.push(FieldError {
+                field: "prompt".into(),
+                message: format!("unknown variable `{{{{{var}}}}}`"),
+            });
+        }
+    }
+    let schema = v["output_schema"].clone();
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        errs.push(FieldError {
+            field: "output_schema".into(),
+            message: "must be a JSON schema of type object".into(),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(invalid(errs));
+    }
+    let spec = json!({"name": name, "prompt": prompt, "output_schema": schema});
+    let id = st.store().insert_template(&name, &spec, now_ms())?;
+    let mut out = spec;
+    out["id"] = json!(id);
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    state: Option<String>,
+    call_queue_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_events(
+    State(st): State<Arc<ApiState>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let rows = st.store().outbox(
+        q.state.as_deref(),
+        q.call_queue_id.as_deref(),
+        q.limit.unwrap_or(100).clamp(1, 1000),
+    )?;
+    Ok(axum::Json(json!({"events": rows})).into_response())
+}
+
+async fn replay_event(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if st.store().replay(&id, now_ms())? {
+        Ok(axum::Json(json!({"id": id, "state": "pending"})).into_response())
+    } else {
+        Err(ApiError(
+            StatusCode::CONFLICT,
+            json!({"error": "not_dead", "message": "only dead-lettered events can be replayed"}),
+        ))
+    }
 }
 
 /// Most rejected rows listed in one upload's answer (the count is exact).

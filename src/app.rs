@@ -14,6 +14,7 @@ use crate::api::{self, ApiState, Metrics};
 use crate::call::session::SessionConfig;
 use crate::carrier::twilio::rest::{TwilioClient, TwilioConfig};
 use crate::dialer::driver::{Engine, EngineConfig};
+use crate::events::delivery::{self, DeliveryConfig};
 use crate::server::{self, ServerConfig};
 use crate::store::Store;
 
@@ -34,6 +35,8 @@ pub struct AppConfig {
     pub default_session: SessionConfig,
     /// How often the dialer looks for due attempts.
     pub tick: Duration,
+    /// Event delivery and post-call analysis.
+    pub delivery: DeliveryConfig,
 }
 
 /// A running gateway.
@@ -74,6 +77,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
         },
     );
     tokio::spawn(engine.clone().run(facts));
+    tokio::spawn(delivery::run(store.clone(), cfg.delivery.clone()));
     // Real Twilio signs the stream upgrade with the account's token; the
     // simulator does not, so only a configured `twilio` carrier turns the
     // check on.

@@ -126,6 +126,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         default_agent_url: agent_url.clone(),
         default_session: Default::default(),
         tick: Duration::from_millis(100),
+        delivery: Default::default(),
     })
     .await?;
     let (_, key) = gw

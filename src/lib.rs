@@ -44,6 +44,7 @@ pub mod demo;
 pub mod detect;
 pub mod dialer;
 pub mod doctor;
+pub mod events;
 pub mod loadtest;
 pub mod onnx;
 pub mod server;

@@ -68,6 +68,12 @@ enum Command {
         /// defaults to http://<listen address>.
         #[arg(long, env = "DIALGATE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// First retry delay for event delivery, ms (then doubling, jittered).
+        #[arg(long, default_value_t = 2000)]
+        event_backoff_ms: u64,
+        /// Delivery attempts before an event is dead-lettered.
+        #[arg(long, default_value_t = 10)]
+        event_max_attempts: u32,
         /// Connect the agent at answer instead of after AMD.
         #[arg(long)]
         agent_immediate: bool,
@@ -585,6 +591,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sim_auth_token,
             db,
             public_url,
+            event_backoff_ms,
+            event_max_attempts,
             agent_immediate,
             leave_message,
         } => {
@@ -630,6 +638,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..SessionConfig::default()
                 },
                 tick: std::time::Duration::from_millis(200),
+                delivery: dialgate::events::delivery::DeliveryConfig {
+                    base_backoff: std::time::Duration::from_millis(event_backoff_ms.max(1)),
+                    max_attempts: event_max_attempts.max(1),
+                    llm: Some(dialgate::detect::llm::LlmConfig::from_env()),
+                    ..Default::default()
+                },
             };
             // Load the models before the first call arrives.
             dialgate::detect::classifier::warm_up()?;

@@ -67,6 +67,7 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
         default_agent_url: agent_url.clone(),
         default_session: Default::default(),
         tick: Duration::from_millis(50),
+        delivery: Default::default(),
     })
     .await
     .unwrap();

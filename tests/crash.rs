@@ -334,3 +334,208 @@ async fn the_demo_runs_to_completion() {
     );
     assert_eq!(vm["end_type"], "voicemail_ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_a_dead_receiver_survive_kill_9_and_arrive_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let heldout = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/amd/heldout");
+    let rules = json!({"rules": [
+        {"prefix": "+1201555010", "outcome": "human", "wav": heldout.join("hello_silence_0400.wav"), "ring_ms": 200, "hangup_after_ms": 1000},
+        {"prefix": "+1201555012", "outcome": "busy", "ring_ms": 100},
+        {"prefix": "+1201555015", "outcome": "failed", "ring_ms": 100}
+    ]});
+    std::fs::write(d.join("rules.json"), rules.to_string()).unwrap();
+    let (sim_port, gw_port, agent_port, recv_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let db = d.join("dialgate.db");
+    let logs = d.join("processes.log");
+    let _sim = spawn(
+        &[
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--rules",
+            d.join("rules.json").to_str().unwrap(),
+            "--auth-token",
+            "tok",
+        ],
+        &logs,
+    );
+    let _agent = spawn(
+        &[
+            "agent",
+            "echo",
+            "--listen",
+            &format!("127.0.0.1:{agent_port}"),
+        ],
+        &logs,
+    );
+    let out = Command::new(BIN)
+        .args(["apikey", "create", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let serve_args = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{gw_port}"),
+        "--db",
+        db.to_str().unwrap(),
+        "--sim-url",
+        &format!("http://127.0.0.1:{sim_port}"),
+        "--sim-auth-token",
+        "tok",
+        "--event-backoff-ms",
+        "200",
+        "--event-max-attempts",
+        "30",
+    ];
+    let mut gw = spawn(&serve_args, &logs);
+    let base = format!("http://127.0.0.1:{gw_port}");
+    wait_up(&format!("{base}/healthz")).await;
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        let key = key.clone();
+        async move {
+            http.post(path)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // The receiver's port is reserved but nobody listens yet.
+    let tool = post(
+        format!("{base}/v1/tools"),
+        json!({"name": "crm", "url": format!("http://127.0.0.1:{recv_port}/hook")}),
+    )
+    .await;
+    let a = json!({"tool_id": tool["id"]});
+    let camp = post(format!("{base}/v1/campaigns"), json!({
+        "name": "events", "agent": {"url": format!("ws://127.0.0.1:{agent_port}/"), "script": "s"},
+        "numbers": {"default": {"id": "us", "number": "+12015550100"}},
+        "calling_window": {"start": "00:00", "end": "24:00"},
+        "limits": {"calls_per_second": 20},
+        "actions": {"call_initiation_failure": a, "call_initiated": a, "call_declined": a,
+                    "call_missed": a, "call_answered": a, "call_ended": a}
+    })).await;
+    let cid = camp["id"].as_str().unwrap().to_string();
+    for to in ["+12015550101", "+12015550121", "+12015550151"] {
+        post(
+            format!("{base}/v1/calls"),
+            json!({"campaign_id": cid, "to": to}),
+        )
+        .await;
+    }
+    // All three calls end while the receiver is down.
+    let t = Instant::now();
+    loop {
+        let v: Value = http
+            .get(format!("{base}/v1/calls?campaign_id={cid}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c["status"].as_str().unwrap(),
+                    "completed" | "busy" | "failed"
+                )
+            })
+            .count();
+        if done == 3 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending: Value = http
+        .get(format!("{base}/v1/events?state=pending"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pending = pending["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] != "post_analysis")
+        .count();
+    assert_eq!(
+        pending, 7,
+        "initiated ×3, answered, ended, declined, initiation failure"
+    );
+    gw.0.kill().unwrap();
+    gw.0.wait().unwrap();
+
+    // The receiver comes up; dialgate restarts.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap| {
+            let g = g.clone();
+            async move {
+                let k = |n: &str| {
+                    h.get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                g.lock()
+                    .unwrap()
+                    .push((k("x-dialgate-event"), k("idempotency-key")));
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", recv_port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let _gw2 = spawn(&serve_args, &logs);
+    let t = Instant::now();
+    loop {
+        let mut keys: Vec<String> = got.lock().unwrap().iter().map(|x| x.1.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() == 7 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "received {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut kinds: Vec<String> = got.lock().unwrap().iter().map(|x| x.0.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "call_answered",
+            "call_declined",
+            "call_ended",
+            "call_initiated",
+            "call_initiation_failure"
+        ]
+    );
+}

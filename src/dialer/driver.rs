@@ -70,7 +70,12 @@ pub struct Engine {
     dialer: Mutex<Dialer>,
     wake: Notify,
     facts: mpsc::UnboundedSender<(String, CallFact)>,
+    /// Answered calls the carrier says are over, awaiting the stream's end.
+    late: Mutex<Vec<(String, i64)>>,
 }
+
+/// How long the media stream has to report a call's end after the carrier.
+const STREAM_END_GRACE_MS: i64 = 10_000;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +103,7 @@ impl Engine {
                 dialer: Mutex::new(Dialer::new()),
                 wake: Notify::new(),
                 facts: tx,
+                late: Mutex::new(Vec::new()),
             }),
             rx,
         )
@@ -153,6 +159,35 @@ impl Engine {
     fn tick(&self) -> Result<Vec<(CallRow, CampaignSpec, CallerNumber)>, StoreError> {
         let now = Utc::now();
         let now_ms = now.timestamp_millis();
+        let overdue: Vec<String> = {
+            let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+            let (due, keep): (Vec<_>, Vec<_>) = late.drain(..).partition(|(_, at)| *at <= now_ms);
+            *late = keep;
+            due.into_iter().map(|(id, _)| id).collect()
+        };
+        for id in overdue {
+            if self
+                .store
+                .call(&id)?
+                .is_some_and(|c| c.status == CallStatus::Answered)
+            {
+                tracing::warn!(call_queue_id = %id, "the carrier ended the call but its stream never reported the end");
+                self.store.set_conversation_end(
+                    &id,
+                    "user_hangup",
+                    now_ms,
+                    &Value::Array(Vec::new()),
+                )?;
+                let p = Patch {
+                    initiation_error: Some(
+                        "the carrier ended the call; the media stream did not report it".into(),
+                    ),
+                    ..Patch::default()
+                };
+                self.store
+                    .end_attempt(&id, CallStatus::Completed, now_ms, &p, None)?;
+            }
+        }
         let in_flight = self.store.in_flight()?;
         let mut d = self.dialer.lock().unwrap_or_else(|p| p.into_inner());
         d.begin_tick(
@@ -348,6 +383,18 @@ impl Engine {
     ) -> Result<(), StoreError> {
         match to {
             CallStatus::Initiated => {}
+            // The carrier's `completed` often beats the media stream's own
+            // report of the end (with its end type and turns): let the
+            // stream finish the attempt, and only if it does not within
+            // the grace period, finish it here.
+            CallStatus::Completed
+                if call.conversation_start.is_some() && call.conversation_end.is_none() =>
+            {
+                self.late
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((call.id.clone(), now + STREAM_END_GRACE_MS));
+            }
             CallStatus::Ringing | CallStatus::Answered => {
                 self.store
                     .transition(&call.id, to, now, &Patch::default())?;
@@ -397,7 +444,9 @@ impl Engine {
             CallFact::Amd {
                 answered_by,
                 decision_ms,
-            } => self.store.set_amd(id, &answered_by, decision_ms as i64)?,
+            } => self
+                .store
+                .set_amd(id, &answered_by, decision_ms as i64, now)?,
             CallFact::Ended {
                 end_type,
                 turns,

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::campaign::{CampaignSpec, CampaignState};
+use crate::events::{self, EventKind};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum StoreError {
     #[error("database schema version {0} is newer than this dialgate ({1}); upgrade dialgate")]
     TooNew(i64, i64),
 }
+
+/// Post-call analysis: status (`done`, `failed`), result, error.
+pub type Analysis = (Option<String>, Option<Value>, Option<String>);
 
 /// Counts by name.
 pub type Counts = Vec<(String, i64)>;
@@ -259,7 +263,8 @@ pub struct NewCall {
     pub suppressed: bool,
 }
 
-const SCHEMA: &[&str] = &[r#"
+const SCHEMA: &[&str] = &[
+    r#"
 CREATE TABLE campaigns (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -311,7 +316,42 @@ CREATE TABLE api_keys (
     hash TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    call_queue_id TEXT NOT NULL REFERENCES calls(id),
+    campaign_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    delivered_at INTEGER
+);
+CREATE UNIQUE INDEX outbox_once ON outbox(call_queue_id, kind);
+CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE tools (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE analysis_templates (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+ALTER TABLE calls ADD COLUMN analysis TEXT;
+ALTER TABLE calls ADD COLUMN analysis_status TEXT;
+ALTER TABLE calls ADD COLUMN analysis_error TEXT;
+"#,
+];
 
 const CALL_COLUMNS: &str = "id, root_id, attempt, campaign_id, to_number, caller_number_id, \
     caller_number, provider, provider_call_id, status, variables, metadata, scheduled_for, \
@@ -545,6 +585,15 @@ impl Store {
             canceled = st
                 .query_map(params![id, now], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
+            drop(st);
+            tx.execute(
+                "UPDATE calls SET initiation_error = 'canceled' WHERE campaign_id = ?1 AND status = 'canceled' AND initiation_error IS NULL",
+                [id],
+            )?;
+            for c in &canceled {
+                let row = call_on(&tx, c)?;
+                emit_on(&tx, &row, EventKind::InitiationFailure, now)?;
+            }
         }
         tx.commit()?;
         Ok(canceled)
@@ -784,11 +833,36 @@ impl Store {
 
     /// Records an AMD decision: the outcome is the latest (`machine_start`
     /// becomes `machine_end_beep`), the time is the first decision's.
-    pub fn set_amd(&self, id: &str, answered_by: &str, decision_ms: i64) -> Result<(), StoreError> {
-        self.db().execute(
+    pub fn set_amd(
+        &self,
+        id: &str,
+        answered_by: &str,
+        decision_ms: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "UPDATE calls SET answered_by = ?2, amd_decision_ms = COALESCE(amd_decision_ms, ?3) WHERE id = ?1",
             params![id, answered_by, decision_ms],
         )?;
+        // The first decision on a live call raises Call Answered (with who
+        // answered); later ones (`machine_end_*`) are in Call Ended.
+        let row = call_on(&tx, id)?;
+        if row.status == CallStatus::Answered {
+            emit_on(&tx, &row, EventKind::Answered, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Raises `kind` for the attempt now (once per attempt and kind).
+    pub fn emit(&self, id: &str, kind: EventKind, now: i64) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let row = call_on(&tx, id)?;
+        emit_on(&tx, &row, kind, now)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -852,6 +926,197 @@ impl Store {
         Ok(v)
     }
 
+    // ---- outbox ----
+
+    /// Outbox rows ready to go: pending, due, and the oldest pending one of
+    /// their call (so a call's events go out in order), skipping `busy`.
+    pub fn due_outbox(
+        &self,
+        now: i64,
+        limit: usize,
+        busy: &[String],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT seq, id, call_queue_id, campaign_id, kind, payload, state, attempts, next_attempt_at, last_error, created_at, delivered_at \
+             FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             AND (o.kind = 'post_analysis' OR NOT EXISTS (SELECT 1 FROM outbox p \
+                  WHERE p.call_queue_id = o.call_queue_id AND p.state = 'pending' \
+                  AND p.seq < o.seq AND p.kind != 'post_analysis')) \
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![now, (limit + busy.len()) as i64], outbox_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| !busy.contains(&r.id))
+            .take(limit)
+            .collect())
+    }
+
+    /// Outbox rows by state and/or call, oldest first.
+    pub fn outbox(
+        &self,
+        state: Option<&str>,
+        call_queue_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT seq, id, call_queue_id, campaign_id, kind, payload, state, attempts, next_attempt_at, last_error, created_at, delivered_at \
+             FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR call_queue_id = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![state, call_queue_id, limit as i64], outbox_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records a delivery attempt's result: `state` is `delivered`,
+    /// `pending` (retry at `next_at`), `dead` or `no_action`.
+    pub fn outbox_result(
+        &self,
+        id: &str,
+        state: &str,
+        attempts: u32,
+        next_at: i64,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE outbox SET state = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5, \
+             delivered_at = CASE WHEN ?2 = 'delivered' THEN ?6 ELSE delivered_at END WHERE id = ?1",
+            params![id, state, attempts, next_at, error, now],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a dead-lettered event back in the queue; `false` if it is not dead.
+    pub fn replay(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.db().execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2 WHERE id = ?1 AND state = 'dead'",
+            params![id, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    // ---- tools and analysis templates ----
+
+    /// Saves a custom tool with its signing secret.
+    pub fn insert_tool(
+        &self,
+        name: &str,
+        spec: &Value,
+        secret: &str,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let id = new_id("tool");
+        self.db().execute(
+            "INSERT INTO tools (id, name, spec, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, name, spec.to_string(), secret, now],
+        )?;
+        Ok(id)
+    }
+
+    /// A tool's spec and secret.
+    pub fn tool(&self, id: &str) -> Result<Option<(Value, String)>, StoreError> {
+        let r: Option<(String, String)> = self
+            .db()
+            .query_row("SELECT spec, secret FROM tools WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        r.map(|(spec, secret)| {
+            serde_json::from_str(&spec)
+                .map(|v| (v, secret))
+                .map_err(|source| StoreError::Corrupt {
+                    what: "tool",
+                    source,
+                })
+        })
+        .transpose()
+    }
+
+    /// All tools (id, spec).
+    pub fn tools(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT id, spec FROM tools ORDER BY created_at, id")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, s)| {
+                serde_json::from_str(&s)
+                    .map(|v| (id, v))
+                    .map_err(|source| StoreError::Corrupt {
+                        what: "tool",
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// Saves an analysis template.
+    pub fn insert_template(
+        &self,
+        name: &str,
+        spec: &Value,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let id = new_id("tpl");
+        self.db().execute(
+            "INSERT INTO analysis_templates (id, name, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, spec.to_string(), now],
+        )?;
+        Ok(id)
+    }
+
+    /// An analysis template's spec.
+    pub fn template(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let r: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT spec FROM analysis_templates WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        r.map(|s| {
+            serde_json::from_str(&s).map_err(|source| StoreError::Corrupt {
+                what: "template",
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records post-call analysis: `status` is `done` or `failed`.
+    pub fn set_analysis(
+        &self,
+        id: &str,
+        status: &str,
+        result: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE calls SET analysis_status = ?2, analysis = ?3, analysis_error = ?4 WHERE id = ?1",
+            params![id, status, result.map(Value::to_string), error],
+        )?;
+        Ok(())
+    }
+
+    /// Post-call analysis of a call: (status, result, error).
+    pub fn analysis(&self, id: &str) -> Result<Analysis, StoreError> {
+        let (st, res, err): (Option<String>, Option<String>, Option<String>) =
+            self.db().query_row(
+                "SELECT analysis_status, analysis, analysis_error FROM calls WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        Ok((st, res.and_then(|r| serde_json::from_str(&r).ok()), err))
+    }
+
     // ---- API keys ----
 
     /// Stores a key's hash; the key itself is shown once and never stored.
@@ -878,6 +1143,53 @@ impl Store {
         )?;
         Ok(n > 0)
     }
+}
+
+/// One outbox row: a lifecycle event (or the post-analysis job).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxRow {
+    /// Order of writing.
+    pub seq: i64,
+    /// Event id (also the idempotency key).
+    pub id: String,
+    /// The attempt.
+    pub call_queue_id: String,
+    /// Its campaign.
+    pub campaign_id: String,
+    /// `call_ended` …, or `post_analysis`.
+    pub kind: String,
+    /// The event's variables.
+    pub payload: Value,
+    /// `pending`, `delivered`, `dead`, `no_action`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next attempt, ms.
+    pub next_attempt_at: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Written, ms.
+    pub created_at: i64,
+    /// Delivered, ms.
+    pub delivered_at: Option<i64>,
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let payload: String = r.get(5)?;
+    Ok(OutboxRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        call_queue_id: r.get(2)?,
+        campaign_id: r.get(3)?,
+        kind: r.get(4)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_error: r.get(9)?,
+        created_at: r.get(10)?,
+        delivered_at: r.get(11)?,
+    })
 }
 
 /// SHA-256 of the key: keys are 256-bit random, so a fast hash is enough
@@ -938,7 +1250,47 @@ fn transition_on(
             patch.initiation_error
         ],
     )?;
+    if n == 1 {
+        let row = call_on(db, id)?;
+        if let Some(kind) = EventKind::for_transition(to, row.conversation_start.is_some()) {
+            if kind == EventKind::Ended {
+                // Every ended call was answered: if AMD never decided,
+                // Call Answered goes out now, before Call Ended.
+                emit_on(db, &row, EventKind::Answered, now)?;
+            }
+            emit_on(db, &row, kind, now)?;
+        }
+    }
     Ok(n == 1)
+}
+
+fn call_on(db: &Connection, id: &str) -> Result<CallRow, StoreError> {
+    db.query_row(
+        &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
+        [id],
+        row_to_call,
+    )
+    .map_err(StoreError::from)
+    .and_then(finish_call)
+}
+
+/// Writes `kind` for `row` to the outbox (once per attempt and kind), and
+/// after Call Ended the post-analysis job.
+fn emit_on(db: &Connection, row: &CallRow, kind: EventKind, now: i64) -> Result<(), StoreError> {
+    let payload = Value::Object(events::payload(kind, row)).to_string();
+    db.execute(
+        "INSERT OR IGNORE INTO outbox (id, call_queue_id, campaign_id, kind, payload, created_at, state, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6)",
+        params![new_id("evt"), row.id, row.campaign_id, kind.as_str(), payload, now],
+    )?;
+    if kind == EventKind::Ended {
+        db.execute(
+            "INSERT OR IGNORE INTO outbox (id, call_queue_id, campaign_id, kind, payload, created_at, state, next_attempt_at) \
+             VALUES (?1, ?2, ?3, 'post_analysis', ?4, ?5, 'pending', ?5)",
+            params![new_id("job"), row.id, row.campaign_id, payload, now],
+        )?;
+    }
+    Ok(())
 }
 
 /// The next attempt of `prev`'s contact; idempotent per (root, attempt).
@@ -1006,6 +1358,14 @@ fn insert(tx: &rusqlite::Transaction<'_>, c: &NewCall, now: i64) -> Result<Strin
             completed
         ],
     )?;
+    if c.suppressed {
+        tx.execute(
+            "UPDATE calls SET initiation_error = 'do_not_call' WHERE id = ?1",
+            [&id],
+        )?;
+        let row = call_on(tx, &id)?;
+        emit_on(tx, &row, EventKind::InitiationFailure, now)?;
+    }
     Ok(id)
 }
 
