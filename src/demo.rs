@@ -486,3 +486,110 @@ pub fn queue_bench(rows: u64, claims: u64, keep: Option<&Path>) -> anyhow::Resul
         }
     })
 }
+
+/// Measures event delivery to a local receiver: events per second with
+/// nothing else pending, then the same with `stuck` events pending for a
+/// receiver that accepts connections and never answers.
+pub async fn delivery_bench(events: usize, stuck: usize, per_host: usize) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let fast = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fast_url = format!("http://{}/hook", fast.local_addr()?);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let g = g.clone();
+            async move {
+                g.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let fast = fast.tap_io(|t| {
+            let _ = t.set_nodelay(true);
+        });
+        axum::serve(fast, app).await
+    });
+    // Accepts and reads, never answers.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dead_url = format!("http://{}/hook", dead.local_addr()?);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = dead.accept().await {
+            held.push(s);
+        }
+    });
+
+    let mut results = Vec::new();
+    for with_stuck in [false, true] {
+        let dir = fresh_dir(None)?;
+        let store = Store::open(&dir.join("dialgate.db"))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let tool = |url: &str| json!({"name": "t", "method": "POST", "url": url, "headers": {}, "input_schema": {"type": "object"}});
+        let fast_tool = store.insert_tool("fast", &tool(&fast_url), "s", now)?;
+        let dead_tool = store.insert_tool("dead", &tool(&dead_url), "s", now)?;
+        let mut spec: CampaignSpec =
+            serde_json::from_slice(&std::fs::read(assets_dir().join("campaign.json"))?)?;
+        spec.validate()
+            .map_err(|e| anyhow::anyhow!(crate::campaign::errors_line(&e)))?;
+        let add = |tool_id: &str, n: usize| -> anyhow::Result<()> {
+            let mut s = spec.clone();
+            s.actions.call_initiated = Some(crate::campaign::ActionSpec {
+                tool_id: tool_id.to_string(),
+                mapping: Default::default(),
+            });
+            let cid = store.insert_campaign(&s, now)?;
+            store.set_campaign_state(&cid, crate::campaign::CampaignState::Paused, now)?;
+            let calls: Vec<crate::store::NewCall> = (0..n)
+                .map(|i| crate::store::NewCall {
+                    campaign_id: cid.clone(),
+                    to_number: format!("+1201555{:04}", i % 10_000),
+                    variables: Default::default(),
+                    metadata: Default::default(),
+                    scheduled_for: None,
+                    expires_at: None,
+                    idempotency_key: None,
+                    suppressed: false,
+                })
+                .collect();
+            for id in store.insert_calls(&calls, now)? {
+                store.emit(&id, crate::events::EventKind::Initiated, now)?;
+            }
+            Ok(())
+        };
+        if with_stuck {
+            add(&dead_tool, stuck)?;
+        }
+        add(&fast_tool, events)?;
+        got.store(0, Ordering::Relaxed);
+        let cfg = crate::events::delivery::DeliveryConfig {
+            poll: Duration::from_millis(20),
+            max_per_host: per_host.max(1),
+            ..Default::default()
+        };
+        let worker = tokio::spawn(crate::events::delivery::run(store.clone(), cfg));
+        let t = Instant::now();
+        while got.load(Ordering::Relaxed) < events && t.elapsed() < Duration::from_secs(600) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        worker.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        results.push(json!({
+            "stuck_events_pending": if with_stuck { stuck } else { 0 },
+            "delivered": got.load(Ordering::Relaxed),
+            "seconds": secs,
+            "events_per_second": events as f64 / secs,
+        }));
+    }
+    let ratio = results[1]["events_per_second"].as_f64().unwrap_or(0.0)
+        / results[0]["events_per_second"].as_f64().unwrap_or(1.0);
+    Ok(
+        json!({"max_per_host": per_host, "runs": results, "throughput_with_a_stuck_endpoint_ratio": ratio}),
+    )
+}

@@ -150,6 +150,19 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Measure event delivery to a local receiver, alone and beside a
+    /// receiver that never answers.
+    DeliveryBench {
+        /// Events to deliver.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Events pending for the stuck receiver in the second run.
+        #[arg(long, default_value_t = 1000)]
+        stuck: usize,
+        /// Requests in flight per receiving host.
+        #[arg(long, default_value_t = 8)]
+        per_host: usize,
+    },
     /// Measure the call queue: CSV import rate and peak memory, claims per
     /// second, on a fresh SQLite file.
     QueueBench {
@@ -784,6 +797,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "/v1/calls",
                 Some(("application/json", body.to_string().into_bytes())),
             ))?
+        }
+        Command::DeliveryBench {
+            events,
+            stuck,
+            per_host,
+        } => {
+            let report = tokio::runtime::Runtime::new()?
+                .block_on(dialgate::demo::delivery_bench(events, stuck, per_host))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            ExitCode::SUCCESS
         }
         Command::QueueBench { rows, claims, dir } => {
             let report = dialgate::demo::queue_bench(rows, claims, dir.as_deref())?;

@@ -123,11 +123,14 @@ struct Shared {
     http: reqwest::Client,
     busy: Mutex<HashSet<String>>,
     hosts: Mutex<HashMap<String, usize>>,
+    /// A request finished: its slot is free, look again now.
+    freed: tokio::sync::Notify,
 }
 
 /// Runs delivery until the process ends.
 pub async fn run(store: Store, cfg: DeliveryConfig) {
     let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
         .build()
@@ -138,37 +141,82 @@ pub async fn run(store: Store, cfg: DeliveryConfig) {
         http,
         busy: Mutex::new(HashSet::new()),
         hosts: Mutex::new(HashMap::new()),
+        freed: tokio::sync::Notify::new(),
     });
     loop {
         if let Err(e) = pass(&sh) {
             tracing::error!(error = %e, "event delivery pass failed");
         }
-        tokio::time::sleep(sh.cfg.poll).await;
+        tokio::select! {
+            _ = tokio::time::sleep(sh.cfg.poll) => {}
+            _ = sh.freed.notified() => {}
+        }
     }
 }
 
 fn pass(sh: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
-    let busy: Vec<String> = sh
-        .busy
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    let room = sh.cfg.max_in_flight.saturating_sub(busy.len());
-    if room == 0 {
-        return Ok(());
-    }
-    for row in sh.store.due_outbox(now_ms(), room, &busy)? {
-        let host = target_host(sh, &row);
-        {
+    let busy: HashSet<String> = sh.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut room = sh.cfg.max_in_flight.saturating_sub(busy.len());
+    // Rows for a host at its limit are passed over, not waited behind: page
+    // on until there is no room, no rows, or a bounded scan is done, so a
+    // backlog for a dead endpoint never hides other endpoints' events.
+    let mut after = 0;
+    let mut host_of: HashMap<(String, String), String> = HashMap::new();
+    let mut full: Vec<(String, String)> = Vec::new();
+    let mut ready = Vec::new();
+    while room > 0 {
+        let page = sh
+            .store
+            .due_outbox(now_ms(), after, (room * 4).clamp(32, 500), &full)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for row in page {
+            if room == 0 {
+                break;
+            }
+            let pair = (row.campaign_id.clone(), row.kind.clone());
+            if busy.contains(&row.id) || full.contains(&pair) {
+                continue;
+            }
+            let host = host_of
+                .entry(pair.clone())
+                .or_insert_with(|| target_host(sh, &row))
+                .clone();
             let mut hosts = sh.hosts.lock().unwrap_or_else(|p| p.into_inner());
             let n = hosts.entry(host.clone()).or_default();
             if *n >= sh.cfg.max_per_host {
+                // Every pair that goes to this host is full too.
+                full.extend(
+                    host_of
+                        .iter()
+                        .filter(|(_, h)| **h == host)
+                        .map(|(p, _)| p.clone()),
+                );
+                full.sort();
+                full.dedup();
                 continue;
             }
             *n += 1;
+            room -= 1;
+            ready.push((row, host));
         }
+    }
+    for (mut row, host) in ready {
+        row.payload = match sh.store.outbox_payload(&row.id) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, event = %row.id, "cannot read an event's payload");
+                if let Some(n) = sh
+                    .hosts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&host)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                continue;
+            }
+        };
         sh.busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())

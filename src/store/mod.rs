@@ -333,7 +333,8 @@ CREATE TABLE outbox (
     delivered_at INTEGER
 );
 CREATE UNIQUE INDEX outbox_once ON outbox(call_queue_id, kind);
-CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+CREATE INDEX outbox_due ON outbox(state, seq);
+CREATE INDEX outbox_call ON outbox(call_queue_id, state, seq);
 CREATE TABLE tools (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -928,31 +929,59 @@ impl Store {
 
     // ---- outbox ----
 
-    /// Outbox rows ready to go: pending, due, and the oldest pending one of
-    /// their call (so a call's events go out in order), skipping `busy`.
+    /// Outbox rows ready to go, after `after_seq` in writing order: pending,
+    /// due, and the oldest pending one of their call (so a call's events go
+    /// out in order). Callers page with `after_seq`. `payload` is `null`:
+    /// fetch it with [`Store::outbox_payload`].
     pub fn due_outbox(
         &self,
         now: i64,
+        after_seq: i64,
         limit: usize,
-        busy: &[String],
+        exclude: &[(String, String)],
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        // (campaign, kind) pairs whose receiver is at its limit: SQLite
+        // skips them in the index scan rather than handing them back.
+        let excluded = if exclude.is_empty() {
+            String::new()
+        } else {
+            let q = |s: &str| s.replace('\'', "''");
+            format!(
+                "AND (campaign_id, kind) NOT IN (VALUES {})",
+                exclude
+                    .iter()
+                    .map(|(c, k)| format!("('{}', '{}')", q(c), q(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let db = self.db();
-        let mut st = db.prepare(
-            "SELECT seq, id, call_queue_id, campaign_id, kind, payload, state, attempts, next_attempt_at, last_error, created_at, delivered_at \
-             FROM outbox o WHERE state = 'pending' AND next_attempt_at <= ?1 \
+        let mut st = db.prepare(&format!(
+            "SELECT seq, id, call_queue_id, campaign_id, kind, 'null', state, attempts, next_attempt_at, last_error, created_at, delivered_at \
+             FROM outbox o WHERE state = 'pending' AND seq > ?3 AND next_attempt_at <= ?1 {excluded} \
              AND (o.kind = 'post_analysis' OR NOT EXISTS (SELECT 1 FROM outbox p \
                   WHERE p.call_queue_id = o.call_queue_id AND p.state = 'pending' \
                   AND p.seq < o.seq AND p.kind != 'post_analysis')) \
-             ORDER BY seq LIMIT ?2",
-        )?;
+             ORDER BY seq LIMIT ?2"
+        ))?;
         let rows = st
-            .query_map(params![now, (limit + busy.len()) as i64], outbox_row)?
+            .query_map(params![now, limit as i64, after_seq], outbox_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| !busy.contains(&r.id))
-            .take(limit)
-            .collect())
+        Ok(rows)
+    }
+
+    /// An outbox row's payload (the due query leaves it out: it is only
+    /// needed for the rows actually sent).
+    pub fn outbox_payload(&self, id: &str) -> Result<Value, StoreError> {
+        let p: String =
+            self.db()
+                .query_row("SELECT payload FROM outbox WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+        serde_json::from_str(&p).map_err(|source| StoreError::Corrupt {
+            what: "event payload",
+            source,
+        })
     }
 
     /// Outbox rows by state and/or call, oldest first.
