@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::campaign::{CampaignSpec, CampaignState, FieldError, errors_line, phone};
 use crate::carrier::twilio::signature;
-use crate::dialer::driver::Engine;
+use crate::engine::Engine;
 use crate::store::{CallRow, CallStatus, NewCall, Store, StoreError};
 
 /// Counters for `/metrics`.

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use crate::api::{self, ApiState, Metrics};
 use crate::call::session::SessionConfig;
 use crate::carrier::twilio::rest::{TwilioClient, TwilioConfig};
-use crate::dialer::driver::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig};
 use crate::events::delivery::{self, DeliveryConfig};
 use crate::server::{self, ServerConfig};
 use crate::store::Store;

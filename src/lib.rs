@@ -28,6 +28,12 @@
 //! - [`server`]: `dialgate serve`, the `/twilio/stream` endpoint.
 //! - [`call`]: the call session (AMD, voicemail rules, pacing, lifecycle).
 //! - [`carrier`]: carrier wire formats (Twilio Media Streams, signatures).
+//! - [`campaign`]: the campaign model, validation, number routing, calling windows.
+//! - [`store`]: the durable call queue and outbox (SQLite).
+//! - [`dialer`]: the dialer's decisions (sans-IO); [`engine`] drives it and
+//!   applies carrier callbacks and call facts.
+//! - [`events`]: the seed's six lifecycle events, their delivery, post-call analysis.
+//! - [`api`], [`app`]: the HTTP API and `dialgate serve`; [`demo`]: `dialgate demo`.
 //! - [`doctor`]: checks everything loaded at run time.
 //!
 //! Cores are sans-IO: they are told the time and never read a clock, open a
@@ -44,6 +50,7 @@ pub mod demo;
 pub mod detect;
 pub mod dialer;
 pub mod doctor;
+pub mod engine;
 pub mod events;
 pub mod loadtest;
 pub mod onnx;

@@ -36,7 +36,7 @@ use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
 use crate::call::session::{AgentOut, CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::carrier::twilio::{signature, stream};
 use crate::detect::amd::LlmVerdict;
-use crate::dialer::driver::{CallFact, Engine};
+use crate::engine::{CallFact, Engine};
 
 /// What the server needs.
 #[derive(Debug, Clone)]

@@ -3,15 +3,13 @@
 //! opening, wait for capacity, expire it or suppress it; and after each
 //! ending, whether and when to retry. It is told the time and the calls in
 //! flight; it never reads a clock or touches the database. The driver
-//! ([`driver`]) owns the loop, the store and the carrier clients.
+//! ([`crate::engine`]) owns the loop, the store and the carrier clients.
 //!
 //! In-flight counts are handed in at the start of every tick from the
 //! durable queue, not kept incrementally, so they cannot drift from the
 //! truth across crashes or lost callbacks. Call-per-second limits are token
 //! buckets (starting full, burst of one second's worth) per campaign and per
 //! caller number.
-
-pub mod driver;
 
 use std::collections::HashMap;
 

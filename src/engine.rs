@@ -1,10 +1,11 @@
-//! The dialer's driver: the tokio side of [`super::Dialer`]. It owns the
-//! loop (a tick every few hundred ms, or sooner when woken), the store and
-//! the carrier clients; every decision comes from the core or the store's
-//! legal transitions. It also applies what comes back: status callbacks
-//! from the carrier, and the call facts the media gateway reports (answer,
-//! AMD, end). At start it reconciles attempts a crash left in flight, by
-//! asking the carrier what became of them.
+//! The dialer's driver and the call-state engine: the tokio side of
+//! [`crate::dialer::Dialer`]. It owns the loop (a tick every few hundred ms,
+//! or sooner when woken), the store and the carrier clients; every decision
+//! comes from the dialer core or the store's legal transitions. It also
+//! applies what comes back: status callbacks from the carrier, and the call
+//! facts the media gateway reports (answer, AMD, end). At start it
+//! reconciles attempts a crash left in flight, by asking the carrier what
+//! became of them. Clocks and timers live here, never in the core.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,10 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
-use super::{Dialer, Verdict, retry_at};
 use crate::call::session::SessionConfig;
 use crate::campaign::{CallerNumber, CampaignSpec, CampaignState, phone};
 use crate::carrier::twilio::rest::{Dial, TwilioClient, map_status};
+use crate::dialer::{Dialer, Verdict, retry_at};
 use crate::store::{CallRow, CallStatus, Patch, Store, StoreError};
 
 /// What the driver needs.
