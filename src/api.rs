@@ -1038,47 +1038,44 @@ async fn status_callback(
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let m = &st.metrics;
     let mut out = String::new();
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        (
+            "dialgate_api_requests_total",
+            "Authenticated API requests.",
+            &m.api_requests,
+        ),
+        (
+            "dialgate_api_unauthorized_total",
+            "API requests refused for a missing or bad key.",
+            &m.api_unauthorized,
+        ),
+        (
+            "dialgate_calls_enqueued_total",
+            "Calls queued through the API or CSV.",
+            &m.calls_enqueued,
+        ),
+        (
+            "dialgate_calls_rejected_total",
+            "Calls or CSV rows refused by validation.",
+            &m.calls_rejected,
+        ),
+        (
+            "dialgate_status_callbacks_total",
+            "Carrier status callbacks received.",
+            &m.status_callbacks,
+        ),
+        (
+            "dialgate_status_callbacks_refused_total",
+            "Status callbacks with a bad signature.",
+            &m.status_callbacks_refused,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let v = v.load(Ordering::Relaxed);
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
         ));
-    };
-    counter(
-        &mut out,
-        "dialgate_api_requests_total",
-        "Authenticated API requests.",
-        m.api_requests.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dialgate_api_unauthorized_total",
-        "API requests refused for a missing or bad key.",
-        m.api_unauthorized.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dialgate_calls_enqueued_total",
-        "Calls queued through the API or CSV.",
-        m.calls_enqueued.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dialgate_calls_rejected_total",
-        "Calls or CSV rows refused by validation.",
-        m.calls_rejected.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dialgate_status_callbacks_total",
-        "Carrier status callbacks received.",
-        m.status_callbacks.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "dialgate_status_callbacks_refused_total",
-        "Status callbacks with a bad signature.",
-        m.status_callbacks_refused.load(Ordering::Relaxed),
-    );
+    }
     out.push_str("# HELP dialgate_calls Call attempts by status.\n# TYPE dialgate_calls gauge\n");
     if let Ok(counts) = st.store().status_counts() {
         for (s, n) in counts {

@@ -56,3 +56,4 @@ pub mod loadtest;
 pub mod onnx;
 pub mod server;
 pub mod store;
+pub mod verifier;

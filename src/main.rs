@@ -247,8 +247,9 @@ impl AmdArgs {
         })
     }
 
-    fn verifier(&self) -> anyhow::Result<Option<dialgate::detect::llm::BlockingVerifier>> {
-        use dialgate::detect::llm::{BlockingVerifier, LlmConfig, LlmVerifier};
+    fn verifier(&self) -> anyhow::Result<Option<dialgate::verifier::BlockingVerifier>> {
+        use dialgate::detect::llm::{LlmConfig, LlmVerifier};
+        use dialgate::verifier::BlockingVerifier;
         if !self.llm {
             return Ok(None);
         }

@@ -15,7 +15,8 @@ use axum::routing::post;
 use base64::Engine as _;
 use dialgate::detect::amd::AmdConfig;
 use dialgate::detect::bench::classify_file;
-use dialgate::detect::llm::{BlockingVerifier, LlmConfig, LlmError, LlmVerifier};
+use dialgate::detect::llm::{LlmConfig, LlmError, LlmVerifier};
+use dialgate::verifier::BlockingVerifier;
 
 #[derive(Clone, Copy)]
 enum Mode {

@@ -22,13 +22,10 @@
 //! `DIALGATE_LLM_MODEL` (default `gpt-4o-audio-preview`), and the key from
 //! `DIALGATE_LLM_API_KEY` or `OPENAI_API_KEY`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde::Deserialize;
-
-use super::amd::LlmVerdict;
-use super::bench::Verifier;
 
 /// The instruction sent with every request.
 pub const INSTRUCTION: &str = "You classify the first seconds of an outbound phone call. \
@@ -216,39 +213,6 @@ impl LlmVerifier {
             Err(_) => Err(LlmError::Timeout {
                 budget_ms: budget.as_millis() as u64,
             }),
-        }
-    }
-}
-
-/// A blocking adapter for file drivers (`amd classify`, `amd bench`): each
-/// call runs on a small private runtime.
-pub struct BlockingVerifier {
-    inner: LlmVerifier,
-    rt: tokio::runtime::Runtime,
-}
-
-impl BlockingVerifier {
-    /// Wraps `inner`.
-    pub fn new(inner: LlmVerifier) -> Result<Self, LlmError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| LlmError::Config(e.to_string()))?;
-        Ok(Self { inner, rt })
-    }
-}
-
-impl Verifier for BlockingVerifier {
-    fn verify(&self, wav: &[u8], budget: Duration) -> (LlmVerdict, Duration, Option<String>) {
-        let start = Instant::now();
-        let result = self.rt.block_on(self.inner.verify_async(wav, budget));
-        let took = start.elapsed();
-        match result {
-            Ok(p) => (LlmVerdict::Answer { p_machine: p }, took, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "LLM verification failed; falling back");
-                (LlmVerdict::Failed, took, Some(e.to_string()))
-            }
         }
     }
 }
