@@ -2,7 +2,10 @@
 //! running gateway that bridges them to the echo agent.
 //!
 //! Each stream sends `connected`, `start`, then a 20 ms μ-law frame every
-//! 20 ms. Every frame carries its sequence number and a marker in its first
+//! 20 ms: a callee saying "Hello." (the echo agent's prompt) and then
+//! near-silence, so the gateway's AMD runs its whole pipeline (VAD, tone
+//! bank, classifier) and decides `human` as it would on a real pickup,
+//! instead of waiting out its no-speech timeout. Every frame carries its sequence number and a marker in its first
 //! bytes (codes chosen to survive the gateway's decode/encode), so each frame
 //! the echo agent returns through the gateway is matched to the instant it
 //! was sent: that is the round-trip latency through gateway → agent →
@@ -84,14 +87,21 @@ pub struct LoadReport {
     pub wall_s: f64,
 }
 
-fn frame(seq: u32) -> [u8; FRAME_SAMPLES] {
+/// Frame `seq` of a stream: the greeting's frame while it lasts, then
+/// near-silence; the tag overwrites its first 8 samples (1 ms).
+fn frame(seq: u32, greeting: &[[u8; FRAME_SAMPLES]]) -> [u8; FRAME_SAMPLES] {
     let mut f = [0xFEu8; FRAME_SAMPLES];
-    for (i, b) in f.iter_mut().enumerate().skip(8) {
-        *b = if (i + seq as usize).is_multiple_of(3) {
-            0xFD
-        } else {
-            0xFE
-        };
+    match greeting.get(seq as usize) {
+        Some(g) => f.copy_from_slice(g),
+        None => {
+            for (i, b) in f.iter_mut().enumerate().skip(8) {
+                *b = if (i + seq as usize).is_multiple_of(3) {
+                    0xFD
+                } else {
+                    0xFE
+                };
+            }
+        }
     }
     let mut v = seq;
     for b in f.iter_mut().take(5) {
@@ -147,10 +157,19 @@ fn clock_ticks_per_s() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-async fn one_stream(i: usize, cfg: Arc<LoadConfig>, totals: Arc<Totals>) -> Vec<f64> {
+async fn one_stream(
+    i: usize,
+    cfg: Arc<LoadConfig>,
+    totals: Arc<Totals>,
+    greeting: Arc<Vec<[u8; FRAME_SAMPLES]>>,
+) -> Vec<f64> {
     let mut lat = Vec::new();
-    let Ok((ws, _)) =
-        tokio_tungstenite::connect_async_with_config(cfg.target.as_str(), None, true).await
+    let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
+        cfg.target.as_str(),
+        Some(crate::agent::bridge::ws_config()),
+        true,
+    )
+    .await
     else {
         return lat;
     };
@@ -186,7 +205,7 @@ async fn one_stream(i: usize, cfg: Arc<LoadConfig>, totals: Arc<Totals>) -> Vec<
                 if Instant::now() >= end { break; }
                 if seq < n_frames {
                     buf.clear();
-                    crate::carrier::twilio::stream::encode_media(&mut buf, &sid, &frame(seq as u32));
+                    crate::carrier::twilio::stream::encode_media(&mut buf, &sid, &frame(seq as u32, &greeting));
                     // Twilio's media frames carry track/chunk/timestamp; the
                     // gateway does not need them, so the outbound shape does.
                     sent_at[seq] = Some(Instant::now());
@@ -235,6 +254,18 @@ async fn one_stream(i: usize, cfg: Arc<LoadConfig>, totals: Arc<Totals>) -> Vec<
     lat
 }
 
+/// When stream `i` of `n` starts: spread over the ramp, and at its own phase
+/// within the 20 ms frame period. Real calls arrive at random phases; evenly
+/// spaced starts would put every stream's frame in the same millisecond
+/// (e.g. 40 ms apart for 500 over 20 s) and measure a thundering herd
+/// instead of the gateway. The golden-ratio sequence spreads phases evenly.
+fn start_delay(i: usize, n: usize, ramp: Duration) -> Duration {
+    let frame_us = u64::from(crate::audio::FRAME_MS) * 1000;
+    let base_us = ramp.mul_f64(i as f64 / n.max(1) as f64).as_micros() as u64;
+    let phase_us = ((i as f64 * 0.618_033_988_75).fract() * frame_us as f64) as u64;
+    Duration::from_micros(base_us - base_us % frame_us + phase_us)
+}
+
 /// Runs the load test.
 pub async fn run(cfg: LoadConfig) -> LoadReport {
     let cfg = Arc::new(cfg);
@@ -242,12 +273,13 @@ pub async fn run(cfg: LoadConfig) -> LoadReport {
     let before = cfg.gateway_pid.and_then(proc_sample);
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(cfg.streams);
+    let greeting = Arc::new(crate::agent::echo::prompt_frames());
     for i in 0..cfg.streams {
-        let delay = cfg.ramp.mul_f64(i as f64 / cfg.streams.max(1) as f64);
-        let (c, t) = (cfg.clone(), totals.clone());
+        let delay = start_delay(i, cfg.streams, cfg.ramp);
+        let (c, t, g) = (cfg.clone(), totals.clone(), greeting.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            one_stream(i, c, t).await
+            one_stream(i, c, t, g).await
         }));
     }
     // sample the gateway at the busiest moment: all streams up
@@ -303,8 +335,10 @@ mod tests {
 
     #[test]
     fn sequence_numbers_survive_the_mulaw_round_trip() {
+        let greeting = crate::agent::echo::prompt_frames();
+        assert!(!greeting.is_empty());
         for k in [0u32, 1, 29, 30, 899, 1_000_000, 24_299_999] {
-            let f = frame(k);
+            let f = frame(k, &greeting);
             let back: Vec<u8> = f
                 .iter()
                 .map(|&b| crate::audio::g711::ulaw_encode(crate::audio::g711::ulaw_decode(b)))
@@ -312,5 +346,17 @@ mod tests {
             assert_eq!(seq_of(&back), Some(k));
         }
         assert_eq!(seq_of(&[0xFF; 160]), None);
+    }
+
+    #[test]
+    fn streams_start_at_spread_phases() {
+        // 500 streams 40 ms apart would all share one phase without it
+        let n = 500;
+        let mut per_ms = [0usize; 20];
+        for i in 0..n {
+            let d = start_delay(i, n, Duration::from_secs(20));
+            per_ms[(d.as_millis() % 20) as usize] += 1;
+        }
+        assert!(per_ms.iter().all(|&c| (20..=30).contains(&c)), "{per_ms:?}");
     }
 }

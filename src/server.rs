@@ -109,7 +109,7 @@ async fn twilio_stream(
     // Frames are under 1 KiB; the default 128 KiB read buffer per socket
     // would dominate the memory of a call.
     ws.max_message_size(stream::MAX_MESSAGE_BYTES)
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("call", call_sid = tracing::field::Empty);

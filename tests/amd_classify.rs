@@ -120,3 +120,26 @@ fn bad_input_gets_a_clear_error_or_a_result() {
         c.audio_ms
     );
 }
+
+/// A person who speaks the instant the call connects ("Hello." from the
+/// first sample, then silence) looks by timing like a recording; the short
+/// hello rule must still call it a person, not hang up on them.
+#[test]
+fn a_hello_at_the_first_sample_then_silence_is_a_person() {
+    let hello = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/hello.wav"),
+    )
+    .unwrap();
+    let mut reader = dialgate::audio::wav::WavReader::new(&hello[..]).unwrap();
+    let mut pcm: Vec<i16> = Vec::new();
+    while let Some(f) = reader.next_frame().unwrap() {
+        pcm.extend_from_slice(&f.pcm);
+    }
+    pcm.resize(pcm.len() + 8000 * 4, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("immediate_hello.wav");
+    std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+    let c = classify(&path).unwrap();
+    assert_eq!(c.answered_by, "human", "{c:?}");
+    assert!(c.decision_ms <= 2500, "{c:?}");
+}

@@ -246,7 +246,7 @@ impl AgentLink {
 /// 128 KiB default, which per call would dwarf everything else.
 pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .max_message_size(Some(crate::carrier::twilio::stream::MAX_MESSAGE_BYTES))
 }

@@ -109,7 +109,11 @@ async fn session(mut ws: WebSocket) {
 }
 
 async fn upgrade(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(session)
+    // tungstenite zeroes its whole read buffer on every read: the 128 KiB
+    // default cost more than everything else an echoed frame needs.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .on_upgrade(session)
 }
 
 /// The echo agent's routes (any path).

@@ -565,7 +565,13 @@ async fn play(
     hangup: &mut watch::Receiver<bool>,
 ) -> u64 {
     let frames = rule.wav.as_deref().map(frames_of).unwrap_or_default();
-    let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
+    let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
+        url,
+        Some(crate::agent::bridge::ws_config()),
+        true,
+    )
+    .await
+    else {
         tracing::warn!(%sid, "sim: cannot connect to the stream URL");
         return 0;
     };

@@ -234,6 +234,17 @@ pub struct AmdConfig {
     pub human_silence_long_ms: u64,
     /// Longest first utterance the fast human path accepts.
     pub human_max_utterance_ms: u64,
+    /// A single utterance at most this long, followed by
+    /// [`short_hello_silence_ms`](Self::short_hello_silence_ms) of silence,
+    /// is a person whatever the model says: "Hello?" and waiting. Greetings
+    /// that short end in a beep, which the tone bank still catches first.
+    /// (A person who speaks the instant the call connects looks, by timing,
+    /// like a recording; this keeps such a pickup from being hung up on.)
+    pub short_hello_ms: u64,
+    /// The silence after a short hello that settles it; twice that when the
+    /// model is confident of a machine (music before a greeting also makes
+    /// one short "utterance").
+    pub short_hello_silence_ms: u64,
     /// Speech needed before the model may call a machine.
     pub min_machine_speech_ms: u64,
     /// Continuous speech this long is a machine whatever the model says.
@@ -264,6 +275,8 @@ impl Default for AmdConfig {
             long_utterance_ms: 1000,
             human_silence_long_ms: 750,
             human_max_utterance_ms: 4500,
+            short_hello_ms: 1200,
+            short_hello_silence_ms: 1000,
             min_machine_speech_ms: 1500,
             long_speech_ms: 5500,
             no_speech_timeout_ms: 5000,
@@ -482,12 +495,21 @@ impl Amd {
                 } else {
                     self.cfg.human_silence_ms
                 };
-                if f.first_utterance_end().is_some()
+                let hello_silence = if p >= self.cfg.machine_threshold {
+                    2 * self.cfg.short_hello_silence_ms
+                } else {
+                    self.cfg.short_hello_silence_ms
+                };
+                let short_hello = f.segments() == 1
+                    && speech <= self.cfg.short_hello_ms
+                    && !f.in_speech()
+                    && f.current_silence_ms() >= hello_silence;
+                let short_then_silent = f.first_utterance_end().is_some()
                     && speech <= self.cfg.human_max_utterance_ms
                     && !f.in_speech()
                     && f.current_silence_ms() >= needed_silence
-                    && p < self.cfg.human_threshold
-                {
+                    && p < self.cfg.human_threshold;
+                if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
                 } else if p >= self.cfg.machine_threshold
                     && f.speech_ms() >= self.cfg.min_machine_speech_ms

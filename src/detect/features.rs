@@ -121,6 +121,11 @@ impl FeatureTracker {
         self.first_end
     }
 
+    /// Utterances so far, the one in progress included.
+    pub fn segments(&self) -> u32 {
+        self.closed_segments + u32::from(self.seg.in_speech())
+    }
+
     /// Media time of the last processed frame's end.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
@@ -164,7 +169,7 @@ impl FeatureTracker {
             .map_or(0, |e| self.second_start.unwrap_or(t).saturating_sub(e));
         let speech = self.speech_ms();
         let span = t.saturating_sub(first_start).max(1);
-        let n_segments = self.closed_segments + u32::from(self.seg.in_speech());
+        let n_segments = self.segments();
         [
             t as f32,
             f32::from(u8::from(has)),
