@@ -31,6 +31,10 @@ pub struct AppConfig {
     pub carriers: HashMap<String, TwilioConfig>,
     /// Agent for streams that belong to no campaign.
     pub default_agent_url: String,
+    /// The audio format that agent speaks.
+    pub default_agent_audio: crate::agent::bridge::AgentAudio,
+    /// The LLM that AMD escalates to when a campaign asks for verification.
+    pub llm: Option<Arc<crate::detect::llm::LlmVerifier>>,
     /// Session for streams that belong to no campaign.
     pub default_session: SessionConfig,
     /// How often the dialer looks for due attempts.
@@ -88,10 +92,12 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
     let server_cfg = ServerConfig {
         listen: addr,
         agent_url: cfg.default_agent_url.clone(),
+        agent_audio: cfg.default_agent_audio,
         twilio_auth_token: twilio_token,
         public_url: Some(ws_base),
         session: cfg.default_session.clone(),
         agent_connect_timeout: Duration::from_secs(5),
+        llm: cfg.llm.clone(),
         engine: Some(engine.clone()),
     };
     let state = Arc::new(ApiState {

@@ -124,6 +124,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         public_url: None,
         carriers,
         default_agent_url: agent_url.clone(),
+        default_agent_audio: Default::default(),
+        llm: None,
         default_session: Default::default(),
         tick: Duration::from_millis(100),
         delivery: Default::default(),

@@ -62,6 +62,8 @@ pub struct CallSetup {
     pub session: SessionConfig,
     /// The campaign's agent.
     pub agent_url: String,
+    /// The audio format it speaks.
+    pub agent_audio: crate::agent::bridge::AgentAudio,
 }
 
 /// The dialer and call-state engine.
@@ -507,6 +509,7 @@ impl Engine {
         Some(CallSetup {
             session: spec.session_config(params),
             agent_url: spec.agent.url.clone(),
+            agent_audio: spec.agent.audio,
         })
     }
 

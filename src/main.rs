@@ -37,6 +37,9 @@ enum Command {
             default_value = "ws://127.0.0.1:8081/"
         )]
         agent_url: String,
+        /// The audio that agent speaks: mulaw_8000, l16_16000 or l16_24000.
+        #[arg(long, env = "DIALGATE_AGENT_AUDIO", default_value = "mulaw_8000")]
+        agent_audio: dialgate::agent::bridge::AgentAudio,
         /// Twilio account SID: enables the `twilio` carrier.
         #[arg(long, env = "TWILIO_ACCOUNT_SID")]
         twilio_account_sid: Option<String>,
@@ -597,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             agent_url,
+            agent_audio,
             twilio_account_sid,
             twilio_auth_token,
             twilio_api_url,
@@ -639,6 +643,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 public_url,
                 carriers,
                 default_agent_url: agent_url,
+                default_agent_audio: agent_audio,
+                // AMD's LLM verification (campaigns opt in): configured from
+                // DIALGATE_LLM_BASE_URL / _MODEL / _API_KEY or OPENAI_API_KEY.
+                llm: {
+                    let llm = dialgate::detect::llm::LlmConfig::from_env();
+                    let set = std::env::var_os("DIALGATE_LLM_BASE_URL").is_some()
+                        || !llm.api_key.is_empty();
+                    if set {
+                        tracing::info!(base_url = %llm.base_url, model = %llm.model, "LLM verification available");
+                        Some(std::sync::Arc::new(
+                            dialgate::detect::llm::LlmVerifier::new(llm)?,
+                        ))
+                    } else {
+                        None
+                    }
+                },
                 default_session: SessionConfig {
                     agent_start: if agent_immediate {
                         AgentStart::Immediate

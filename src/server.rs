@@ -31,11 +31,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::agent::bridge::{AgentIn, AgentLink};
+use crate::agent::bridge::{AgentAudio, AgentIn, AgentLink};
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
 use crate::call::session::{AgentOut, CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::carrier::twilio::{signature, stream};
 use crate::detect::amd::LlmVerdict;
+use crate::detect::llm::LlmVerifier;
 use crate::engine::{CallFact, Engine};
 
 /// What the server needs.
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The agent a stream is bridged to.
     pub agent_url: String,
+    /// The audio format that agent speaks.
+    pub agent_audio: AgentAudio,
     /// Twilio auth token: when set, upgrades must be signed.
     pub twilio_auth_token: Option<String>,
     /// The public base URL Twilio connects to (e.g. `wss://gw.example.com`),
@@ -54,6 +57,9 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// How long the agent may take to accept the connection.
     pub agent_connect_timeout: Duration,
+    /// The LLM verifier AMD escalates to when unsure (a campaign turns it on
+    /// with `llm_verification`); without one, an escalation falls back.
+    pub llm: Option<Arc<LlmVerifier>>,
     /// The campaign engine: streams carrying a `call_queue_id` get their
     /// settings and agent from its campaign, and report their facts to it.
     pub engine: Option<Arc<Engine>>,
@@ -130,6 +136,13 @@ async fn recv_agent(agent: &mut Option<AgentLink>) -> Result<AgentIn, String> {
     }
 }
 
+async fn wait_verdict(pending: &mut Option<oneshot::Receiver<LlmVerdict>>) -> LlmVerdict {
+    match pending {
+        Some(rx) => rx.await.unwrap_or(LlmVerdict::Failed),
+        None => std::future::pending().await,
+    }
+}
+
 async fn wait_connect(
     pending: &mut Option<oneshot::Receiver<Result<AgentLink, String>>>,
 ) -> Result<AgentLink, String> {
@@ -145,6 +158,8 @@ struct Driver {
     session: Option<CallSession>,
     agent: Option<AgentLink>,
     connecting: Option<oneshot::Receiver<Result<AgentLink, String>>>,
+    /// the LLM verifier's answer, while AMD waits for one
+    verifying: Option<oneshot::Receiver<LlmVerdict>>,
     /// callee audio that arrived while the agent was connecting
     backlog: VecDeque<AudioFrame>,
     stream_sid: String,
@@ -156,6 +171,7 @@ struct Driver {
     /// The attempt this stream belongs to, for campaign calls.
     call_queue_id: Option<String>,
     agent_url: String,
+    agent_audio: AgentAudio,
 }
 
 impl Driver {
@@ -169,6 +185,7 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
         session: None,
         agent: None,
         connecting: None,
+        verifying: None,
         backlog: VecDeque::with_capacity(25),
         stream_sid: String::new(),
         call_sid: String::new(),
@@ -178,6 +195,7 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
         epoch: Instant::now(),
         call_queue_id: None,
         agent_url: st.cfg.agent_url.clone(),
+        agent_audio: st.cfg.agent_audio,
     };
     let mut payload = vec![0u8; stream::MAX_MESSAGE_BYTES];
     let stop = loop {
@@ -232,6 +250,11 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
                         if let Some(s) = d.session.as_mut() { s.handle_agent_closed(now, &reason); }
                     }
                 }
+            }
+            verdict = wait_verdict(&mut d.verifying) => {
+                d.verifying = None;
+                let now = d.now();
+                if let Some(s) = d.session.as_mut() { s.handle_llm_verdict(now, verdict); }
             }
             _ = tokio::time::sleep_until(wake) => {
                 let now = d.now();
@@ -299,6 +322,7 @@ fn on_carrier_text(
                 };
                 cfg = setup.session;
                 d.agent_url = setup.agent_url;
+                d.agent_audio = setup.agent_audio;
                 d.call_queue_id = Some(cq.clone());
             }
             for (k, v) in &start.custom_parameters {
@@ -418,9 +442,10 @@ async fn flush(d: &mut Driver, st: &AppState, carrier: &mut WebSocket) {
                     let url = d.agent_url.clone();
                     let call_sid = d.call_sid.clone();
                     let timeout = st.cfg.agent_connect_timeout;
+                    let audio = d.agent_audio;
                     tracing::info!(mode = mode.as_str(), "connecting the agent");
                     tokio::spawn(async move {
-                        let r = AgentLink::connect(&url, &call_sid, &params, timeout)
+                        let r = AgentLink::connect(&url, &call_sid, &params, audio, timeout)
                             .await
                             .map_err(|e| e.to_string());
                         let _ = tx.send(r);
@@ -509,13 +534,42 @@ async fn flush(d: &mut Driver, st: &AppState, carrier: &mut WebSocket) {
                     engine.report(cq, f);
                 }
             }
-            Output::Verify { .. } => {
-                // LLM verification is not wired into `serve` yet: fall back.
-                let now = d.now();
-                if let Some(s) = d.session.as_mut() {
-                    s.handle_llm_verdict(now, LlmVerdict::Failed);
+            Output::Verify { wav, deadline_ms } => match st.cfg.llm.clone() {
+                // The detector keeps its own deadline on media time; the
+                // request gets the same budget from now, and an answer that
+                // comes later is ignored by the session.
+                Some(llm) => {
+                    let budget = Duration::from_millis(deadline_ms.saturating_sub(d.media_ms));
+                    let (tx, rx) = oneshot::channel();
+                    tracing::info!(
+                        budget_ms = budget.as_millis() as u64,
+                        "AMD unsure: asking the LLM"
+                    );
+                    tokio::spawn(
+                        async move {
+                            let verdict = match llm.verify_async(&wav, budget).await {
+                                Ok(p_machine) => LlmVerdict::Answer { p_machine },
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "LLM verification failed; falling back");
+                                    LlmVerdict::Failed
+                                }
+                            };
+                            let _ = tx.send(verdict);
+                        }
+                        .in_current_span(),
+                    );
+                    d.verifying = Some(rx);
                 }
-            }
+                None => {
+                    tracing::warn!(
+                        "AMD asked for LLM verification but no LLM is configured; falling back"
+                    );
+                    let now = d.now();
+                    if let Some(s) = d.session.as_mut() {
+                        s.handle_llm_verdict(now, LlmVerdict::Failed);
+                    }
+                }
+            },
         }
     }
 }

@@ -65,6 +65,8 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
         public_url: None,
         carriers,
         default_agent_url: agent_url.clone(),
+        default_agent_audio: Default::default(),
+        llm: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
         delivery: Default::default(),

@@ -198,6 +198,8 @@ async fn rig(llm_url: Option<String>) -> Rig {
         public_url: None,
         carriers,
         default_agent_url: agent_url,
+        default_agent_audio: Default::default(),
+        llm: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
         delivery: DeliveryConfig {

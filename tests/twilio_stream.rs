@@ -31,10 +31,12 @@ fn config(session: SessionConfig) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         agent_url: String::new(),
+        agent_audio: Default::default(),
         twilio_auth_token: None,
         public_url: None,
         session,
         agent_connect_timeout: Duration::from_secs(3),
+        llm: None,
         engine: None,
     }
 }
@@ -458,4 +460,184 @@ async fn dtmf_reaches_the_agent_and_an_unreachable_agent_ends_the_call() {
         "no hung call: {:?}",
         t0.elapsed()
     );
+}
+
+/// An agent that asked for L16 at 16 kHz: `start` says so, the callee's
+/// audio reaches it as 640-byte (20 ms) little-endian payloads, and its own
+/// L16 audio, sent in odd-sized pieces, reaches the carrier as whole 20 ms
+/// μ-law frames of the same tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l16_agent_gets_16_khz_and_is_heard_at_8_khz() {
+    use dialgate::agent::bridge::AgentAudio;
+    let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_addr = agent.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<(serde_json::Value, Vec<usize>)>();
+    tokio::spawn(async move {
+        let (tcp, _) = agent.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut format = serde_json::Value::Null;
+        let mut sizes = Vec::new();
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["event"].as_str().unwrap_or("") {
+                "start" => {
+                    format = v["start"]["mediaFormat"].clone();
+                    // 1 s of a 1 kHz tone at 16 kHz, in 1001-byte pieces
+                    let pcm: Vec<u8> = (0..16_000)
+                        .flat_map(|i| {
+                            let x =
+                                (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 16_000.0).sin();
+                            ((x * 8000.0) as i16).to_le_bytes()
+                        })
+                        .collect();
+                    for piece in pcm.chunks(1001) {
+                        let m = serde_json::json!({"event":"media","streamSid":"MZagent",
+                            "media":{"payload": base64::engine::general_purpose::STANDARD.encode(piece)}});
+                        ws.send(Message::text(m.to_string())).await.unwrap();
+                    }
+                }
+                "media" => {
+                    let p = v["media"]["payload"].as_str().unwrap();
+                    sizes.push(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(p)
+                            .unwrap()
+                            .len(),
+                    );
+                }
+                "stop" => break,
+                _ => {}
+            }
+        }
+        let _ = seen_tx.send((format, sizes));
+    });
+    let mut cfg = config(SessionConfig {
+        agent_start: AgentStart::Immediate,
+        ..SessionConfig::default()
+    });
+    cfg.agent_url = format!("ws://{agent_addr}/");
+    cfg.agent_audio = AgentAudio::L16_16000;
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = gw.local_addr().unwrap();
+    tokio::spawn(dialgate::server::serve(gw, cfg));
+
+    let (_, frames) = clip("hello_silence", "human");
+    let seen = call(addr, &frames[..75], 1500).await;
+    let (format, sizes) = tokio::time::timeout(Duration::from_secs(5), seen_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(format["encoding"], "audio/x-l16");
+    assert_eq!(format["sampleRate"], 16_000);
+    assert!(
+        sizes.len() >= 60,
+        "{} frames reached the agent",
+        sizes.len()
+    );
+    assert!(sizes.iter().all(|&n| n == 640), "{sizes:?}");
+    // 16,000 samples at 16 kHz = 50 frames at 8 kHz (the resampler's delay
+    // may hold back the last one)
+    assert!(
+        (49..=50).contains(&seen.media.len()),
+        "{} frames",
+        seen.media.len()
+    );
+    assert!(seen.media.iter().all(|(_, m)| m.len() == FRAME_SAMPLES));
+    // a 1 kHz tone crosses zero 2,000 times a second: 40 per frame
+    let mid = &seen.media[10].1;
+    let pcm: Vec<i16> = mid.iter().map(|&b| g711::ulaw_decode(b)).collect();
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    assert!((38..=42).contains(&crossings), "{crossings} zero crossings");
+}
+
+/// A local server speaking OpenAI's chat-completions protocol that calls
+/// every greeting a machine, counting requests.
+async fn machine_llm() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |body: String| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(
+                    v["messages"][1]["content"][1]["input_audio"]["format"],
+                    "wav"
+                );
+                let content = r#"{"answered_by":"machine","confidence":0.95}"#;
+                axum::Json(serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion", "model": "m",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}]
+                }))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, calls)
+}
+
+/// A voicemail the detector is unsure about at its deadline: with LLM
+/// verification on, `serve` asks the LLM once, and its "machine" ends the
+/// call (end-call rule) long before the recording does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsure_detector_asks_the_llm_and_its_answer_decides() {
+    use dialgate::detect::amd::AmdConfig;
+    use dialgate::detect::llm::{LlmConfig, LlmVerifier};
+    let dir = common::corpus_dir().join("heldout");
+    let row = common::labels(&dir)
+        .into_iter()
+        .filter(|r| r.label == "machine")
+        .find(|r| {
+            let c =
+                dialgate::detect::bench::classify_file(&r.path, AmdConfig::default(), None, 60_000)
+                    .unwrap();
+            c.timeline[0].trigger == "fallback"
+        })
+        .expect("a held-out voicemail that reaches the fallback");
+    let (_, frames) = {
+        let mut r = WavReader::open(&row.path).unwrap();
+        let mut frames = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            let mut u = [0u8; FRAME_SAMPLES];
+            g711::ulaw_encode_into(&f.pcm, &mut u);
+            frames.push(u);
+        }
+        ((), frames)
+    };
+    let (url, calls) = machine_llm().await;
+    let mut cfg = config(SessionConfig {
+        agent_start: AgentStart::AfterAmd,
+        machine_action: MachineAction::EndCall,
+        amd: Some(AmdConfig {
+            llm_budget_ms: Some(1500),
+            ..AmdConfig::default()
+        }),
+        ..SessionConfig::default()
+    });
+    cfg.llm = Some(std::sync::Arc::new(
+        LlmVerifier::new(LlmConfig {
+            base_url: url,
+            model: "m".into(),
+            api_key: String::new(),
+        })
+        .unwrap(),
+    ));
+    let addr = start(cfg).await;
+    let seen = call(addr, &frames[..frames.len().min(500)], 300).await;
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked once"
+    );
+    let closed = seen.closed_at.expect("the machine was hung up on");
+    // Without the LLM it would fall back to `human` at 5 s and be bridged.
+    assert!(closed < 5000, "{}: closed at {closed} ms", row.file);
+    assert!(seen.media.is_empty(), "no agent audio reached the machine");
 }

@@ -3,8 +3,13 @@
 //! `mark`, `stop` and the `amd` extension exactly as Twilio would, and reads
 //! back `media`, `mark`, `clear` and the `transcript` / `hangup` extensions.
 //!
-//! Audio toward the agent is μ-law 8 kHz, as from Twilio. (L16 at 16/24 kHz
-//! on request is not wired yet.)
+//! Audio toward the agent is μ-law 8 kHz, as from Twilio, unless the agent
+//! asked for L16 at 16 or 24 kHz ([`AgentAudio`]): then `start` says
+//! `audio/x-l16` at that rate, and media payloads are base64 of 16-bit
+//! little-endian PCM (as `pcm16` in OpenAI's and Deepgram's WebSocket APIs).
+//! The conversion happens here, at the boundary: the call session and the
+//! carrier only ever see 8 kHz μ-law. The agent's L16 audio may come in any
+//! size; it is resampled in whole 20 ms frames and the rest kept.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::audio::resample::Resampler;
 use crate::audio::{AudioFrame, FRAME_SAMPLES, g711};
 use crate::carrier::twilio::stream::{self, StreamError, StreamEvent};
 use crate::detect::amd::AmdOutcome;
@@ -31,6 +37,91 @@ pub enum BridgeError {
     /// The agent sent something that is not the protocol.
     #[error("agent sent a bad message: {0}")]
     Protocol(#[from] StreamError),
+}
+
+/// The audio format an agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAudio {
+    /// μ-law at 8 kHz, as Twilio sends (the default).
+    #[default]
+    #[serde(rename = "mulaw_8000")]
+    Mulaw8000,
+    /// 16-bit little-endian PCM at 16 kHz.
+    #[serde(rename = "l16_16000")]
+    L16_16000,
+    /// 16-bit little-endian PCM at 24 kHz.
+    #[serde(rename = "l16_24000")]
+    L16_24000,
+}
+
+impl AgentAudio {
+    /// The `mediaFormat` of `start`: encoding and rate.
+    pub fn media_format(self) -> (&'static str, u32) {
+        match self {
+            Self::Mulaw8000 => ("audio/x-mulaw", 8000),
+            Self::L16_16000 => ("audio/x-l16", 16_000),
+            Self::L16_24000 => ("audio/x-l16", 24_000),
+        }
+    }
+
+    /// Its name in configuration (`mulaw_8000`, `l16_16000`, `l16_24000`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mulaw8000 => "mulaw_8000",
+            Self::L16_16000 => "l16_16000",
+            Self::L16_24000 => "l16_24000",
+        }
+    }
+}
+
+impl std::str::FromStr for AgentAudio {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mulaw_8000" => Ok(Self::Mulaw8000),
+            "l16_16000" => Ok(Self::L16_16000),
+            "l16_24000" => Ok(Self::L16_24000),
+            other => Err(format!(
+                "unknown agent audio `{other}`: mulaw_8000, l16_16000 or l16_24000"
+            )),
+        }
+    }
+}
+
+/// L16 state of one link: a resampler each way and the agent's samples not
+/// yet a whole frame. Sized once at connect.
+struct L16 {
+    up: Resampler,
+    down: Resampler,
+    /// 8 kHz → agent rate, one frame
+    up_out: Vec<i16>,
+    /// agent-rate samples waiting for a whole 20 ms frame
+    pending: Vec<i16>,
+    /// an odd byte left from the last payload
+    odd: Option<u8>,
+    /// the agent's bytes, decoded from base64
+    bytes: Vec<u8>,
+    /// wire bytes of one outgoing frame
+    wire: Vec<u8>,
+}
+
+impl L16 {
+    fn new(hz: u32) -> Result<Self, BridgeError> {
+        let bad = |e: crate::audio::resample::ResampleError| BridgeError::Ws(e.to_string());
+        let up = Resampler::new(8000, hz).map_err(bad)?;
+        let down = Resampler::new(hz, 8000).map_err(bad)?;
+        let n = up.output_len();
+        Ok(Self {
+            up_out: vec![0; n],
+            pending: Vec::with_capacity(8 * n),
+            odd: None,
+            bytes: Vec::with_capacity(16 * 1024),
+            wire: Vec::with_capacity(2 * n),
+            up,
+            down,
+        })
+    }
 }
 
 /// What the agent sent.
@@ -68,6 +159,7 @@ pub struct AgentLink {
     out: String,
     media: Vec<u8>,
     ulaw: [u8; FRAME_SAMPLES],
+    l16: Option<L16>,
 }
 
 impl std::fmt::Debug for AgentLink {
@@ -84,6 +176,7 @@ impl AgentLink {
         url: &str,
         call_sid: &str,
         params: &BTreeMap<String, String>,
+        audio: AgentAudio,
         timeout: Duration,
     ) -> Result<Self, BridgeError> {
         let fail = |reason: String| BridgeError::Connect {
@@ -106,7 +199,12 @@ impl AgentLink {
             out: String::with_capacity(512),
             media: Vec::with_capacity(4096),
             ulaw: [0; FRAME_SAMPLES],
+            l16: match audio {
+                AgentAudio::Mulaw8000 => None,
+                other => Some(L16::new(other.media_format().1)?),
+            },
         };
+        let (encoding, rate) = audio.media_format();
         link.send_text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_string())
             .await?;
         link.seq += 1;
@@ -119,7 +217,7 @@ impl AgentLink {
                 "callSid": call_sid,
                 "tracks": ["inbound"],
                 "customParameters": params,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+                "mediaFormat": {"encoding": encoding, "sampleRate": rate, "channels": 1}
             },
             "streamSid": link.stream_sid,
         });
@@ -140,7 +238,22 @@ impl AgentLink {
         use std::fmt::Write;
         self.seq += 1;
         self.chunk += 1;
-        g711::ulaw_encode_into(&frame.pcm, &mut self.ulaw);
+        let payload: &[u8] = match self.l16.as_mut() {
+            None => {
+                g711::ulaw_encode_into(&frame.pcm, &mut self.ulaw);
+                &self.ulaw
+            }
+            Some(l) => {
+                let n =
+                    l.up.process(&frame.pcm, &mut l.up_out)
+                        .map_err(|e| BridgeError::Ws(e.to_string()))?;
+                l.wire.clear();
+                for s in &l.up_out[..n] {
+                    l.wire.extend_from_slice(&s.to_le_bytes());
+                }
+                &l.wire
+            }
+        };
         let mut out = std::mem::replace(&mut self.out, String::with_capacity(320));
         out.clear();
         let _ = write!(
@@ -150,7 +263,7 @@ impl AgentLink {
         );
         base64::Engine::encode_string(
             &base64::engine::general_purpose::STANDARD,
-            self.ulaw,
+            payload,
             &mut out,
         );
         let _ = write!(out, r#""}},"streamSid":"{}"}}"#, self.stream_sid);
@@ -213,10 +326,20 @@ impl AgentLink {
             };
             return Ok(match stream::parse(text.as_str())? {
                 StreamEvent::Media { payload, .. } => {
-                    let max = payload.len() / 4 * 3;
-                    self.media.resize(max, 0);
-                    let n = stream::decode_payload(&payload, &mut self.media)?;
-                    self.media.truncate(n);
+                    let max = payload.len() / 4 * 3 + 3;
+                    match self.l16.as_mut() {
+                        None => {
+                            self.media.resize(max, 0);
+                            let n = stream::decode_payload(&payload, &mut self.media)?;
+                            self.media.truncate(n);
+                        }
+                        Some(l) => {
+                            l.bytes.resize(max, 0);
+                            let n = stream::decode_payload(&payload, &mut l.bytes)?;
+                            l16_to_ulaw(l, n, &mut self.media)
+                                .map_err(|e| BridgeError::Ws(e.to_string()))?;
+                        }
+                    }
                     AgentIn::Media
                 }
                 StreamEvent::Mark { name, .. } => AgentIn::Mark(name.into_owned()),
@@ -240,6 +363,42 @@ impl AgentLink {
             });
         }
     }
+}
+
+/// Turns the agent's `n` L16 bytes in `l.bytes` into 8 kHz μ-law in `media`
+/// (whole 20 ms frames; the remainder waits for the next payload).
+fn l16_to_ulaw(
+    l: &mut L16,
+    n: usize,
+    media: &mut Vec<u8>,
+) -> Result<(), crate::audio::resample::ResampleError> {
+    media.clear();
+    let mut bytes = &l.bytes[..n];
+    if let Some(lo) = l.odd.take()
+        && let Some((&hi, rest)) = bytes.split_first()
+    {
+        l.pending.push(i16::from_le_bytes([lo, hi]));
+        bytes = rest;
+    }
+    let mut pairs = bytes.chunks_exact(2);
+    for p in pairs.by_ref() {
+        l.pending.push(i16::from_le_bytes([p[0], p[1]]));
+    }
+    if let [b] = pairs.remainder() {
+        l.odd = Some(*b);
+    }
+    let need = l.down.input_len();
+    let mut frame = [0i16; FRAME_SAMPLES];
+    let mut ulaw = [0u8; FRAME_SAMPLES];
+    let mut used = 0;
+    while l.pending.len() - used >= need {
+        let k = l.down.process(&l.pending[used..used + need], &mut frame)?;
+        g711::ulaw_encode_into(&frame[..k], &mut ulaw[..k]);
+        media.extend_from_slice(&ulaw[..k]);
+        used += need;
+    }
+    l.pending.drain(..used);
+    Ok(())
 }
 
 /// WebSocket buffers sized for Media Streams frames (under 1 KiB), not the

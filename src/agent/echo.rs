@@ -4,6 +4,8 @@
 //! `voicemail` mode it says its prompt and hangs up once the mark comes
 //! back. It also sends transcript events, so the conversation has turns.
 //! Streams started with a `loadtest` parameter get no prompt, only the echo.
+//! In L16 (`audio/x-l16` in `start`) the prompt is sent at that rate; the
+//! echo returns bytes as they came, so it works in any format.
 //! Users point a Twilio number at dialgate with it to check their set-up;
 //! the tests use it as the agent.
 
@@ -39,6 +41,26 @@ pub fn prompt_frames() -> Vec<[u8; FRAME_SAMPLES]> {
     frames
 }
 
+/// The prompt as little-endian L16 frames at `hz` (for agents' L16 mode);
+/// empty if the rate is one the resampler does not do.
+fn prompt_l16(prompt: &[[u8; FRAME_SAMPLES]], hz: u32) -> Vec<Vec<u8>> {
+    let Ok(mut up) = crate::audio::resample::Resampler::new(8000, hz) else {
+        return Vec::new();
+    };
+    let mut out = vec![0i16; up.output_len()];
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    prompt
+        .iter()
+        .filter_map(|f| {
+            for (p, &b) in pcm.iter_mut().zip(f) {
+                *p = g711::ulaw_decode(b);
+            }
+            let n = up.process(&pcm, &mut out).ok()?;
+            Some(out[..n].iter().flat_map(|s| s.to_le_bytes()).collect())
+        })
+        .collect()
+}
+
 fn media(stream_sid: &str, bytes: &[u8]) -> String {
     let mut s = String::new();
     stream::encode_media(&mut s, stream_sid, bytes);
@@ -66,7 +88,15 @@ async fn session(mut ws: WebSocket) {
                 if start.custom_parameters.contains_key("loadtest") {
                     continue;
                 }
-                let mut out: Vec<String> = prompt.iter().map(|f| media(&stream_sid, f)).collect();
+                let l16_hz = (start.media_format.encoding == "audio/x-l16")
+                    .then_some(start.media_format.sample_rate);
+                let mut out: Vec<String> = match l16_hz {
+                    None => prompt.iter().map(|f| media(&stream_sid, f)).collect(),
+                    Some(hz) => prompt_l16(&prompt, hz)
+                        .iter()
+                        .map(|f| media(&stream_sid, f))
+                        .collect(),
+                };
                 let mut mark = String::new();
                 stream::encode_mark(&mut mark, &stream_sid, PROMPT_MARK);
                 out.push(mark);

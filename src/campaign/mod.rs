@@ -59,6 +59,10 @@ pub struct AgentSpec {
     /// `immediate` or `after_amd`.
     #[serde(default = "default_start")]
     pub start: String,
+    /// The audio the agent speaks: `mulaw_8000` (default, as Twilio),
+    /// `l16_16000` or `l16_24000`.
+    #[serde(default)]
+    pub audio: crate::agent::bridge::AgentAudio,
 }
 
 fn default_start() -> String {
