@@ -1,6 +1,7 @@
 //! The `dialgate` command line. Only argument parsing and wiring live here;
 //! every command calls into the library.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,6 +28,11 @@ enum Command {
     Amd(AmdCommand),
     /// Run the gateway: Twilio Media Streams at /twilio/stream, bridged to an agent.
     Serve {
+        /// A TOML file of settings named as these flags (`listen = "…"`,
+        /// `agent-url = "…"`, `agent-immediate = true`…). A flag on the
+        /// command line or its environment variable wins over the file.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -437,8 +443,82 @@ async fn api_call(
     })
 }
 
+/// `serve --config FILE`: the file's settings become flags, unless the
+/// same flag is on the command line or its environment variable is set.
+fn with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    use clap::CommandFactory;
+    if args.get(1).and_then(|a| a.to_str()) != Some("serve") {
+        return Ok(args);
+    }
+    let strs: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let path = strs.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| strs.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{path} is not valid TOML"))?;
+    let cmd = Cli::command();
+    let serve = cmd
+        .find_subcommand("serve")
+        .context("no serve subcommand")?;
+    let mut out = args;
+    for (key, value) in table {
+        let Some(arg) = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+        else {
+            let known: Vec<&str> = serve
+                .get_arguments()
+                .filter_map(|a| a.get_long())
+                .filter(|l| *l != "config" && *l != "help")
+                .collect();
+            anyhow::bail!(
+                "{path}: unknown setting `{key}` (known: {})",
+                known.join(", ")
+            );
+        };
+        let flag = format!("--{key}");
+        let given = strs
+            .iter()
+            .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let from_env = arg.get_env().is_some_and(|e| std::env::var_os(e).is_some());
+        if given || from_env {
+            continue;
+        }
+        match value {
+            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(v) => out.extend([flag.into(), v.into()]),
+            toml::Value::Integer(v) => out.extend([flag.into(), v.to_string().into()]),
+            other => anyhow::bail!(
+                "{path}: `{key}` must be a string, number or boolean, not {}",
+                other.type_str()
+            ),
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("dialgate: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     // The demo's terminal is for its progress and table; per-call logs are
     // one RUST_LOG=info away.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) {
@@ -598,6 +678,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Command::Serve {
+            config: _,
             listen,
             agent_url,
             agent_audio,
@@ -900,4 +981,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_config_file_fills_in_flags_the_command_line_did_not_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9\"\nagent-immediate = true\nevent-max-attempts = 3\nleave-message = \"vm.txt\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let out = with_config_file(args(&[
+            "dialgate",
+            "serve",
+            "--config",
+            p,
+            "--listen",
+            "127.0.0.1:7",
+        ]))
+        .unwrap();
+        let cli = Cli::try_parse_from(out).unwrap();
+        let Command::Serve {
+            listen,
+            agent_immediate,
+            event_max_attempts,
+            leave_message,
+            ..
+        } = cli.command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(listen.to_string(), "127.0.0.1:7", "the command line wins");
+        assert!(agent_immediate);
+        assert_eq!(event_max_attempts, 3);
+        assert_eq!(leave_message.as_deref(), Some("vm.txt"));
+
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let e = with_config_file(args(&["dialgate", "serve", "--config", p])).unwrap_err();
+        assert!(e.to_string().contains("unknown setting `bogus`"), "{e}");
+        std::fs::write(&path, "listen = [1]\n").unwrap();
+        assert!(with_config_file(args(&["dialgate", "serve", "--config", p])).is_err());
+        std::fs::write(&path, "listen = \n").unwrap();
+        let e = with_config_file(args(&["dialgate", "serve", "--config", p])).unwrap_err();
+        assert!(e.to_string().contains("not valid TOML"), "{e}");
+    }
 }
