@@ -641,3 +641,108 @@ async fn an_unsure_detector_asks_the_llm_and_its_answer_decides() {
     assert!(closed < 5000, "{}: closed at {closed} ms", row.file);
     assert!(seen.media.is_empty(), "no agent audio reached the machine");
 }
+
+/// An agent that records every message it gets, in order.
+async fn recording_agent() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    let _ = tx.send(v);
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Gate `immediate`: the agent hears the callee from the first frame, before
+/// AMD has decided; then gets the `amd` event, and a digit the callee
+/// presses arrives as Twilio's `dtmf` message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_agent_hears_the_callee_before_the_decision_and_gets_dtmf() {
+    let (agent, mut got) = recording_agent().await;
+    let mut cfg = config(SessionConfig {
+        agent_start: AgentStart::Immediate,
+        ..SessionConfig::default()
+    });
+    cfg.agent_url = format!("ws://{agent}/");
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = gw.local_addr().unwrap();
+    tokio::spawn(dialgate::server::serve(gw, cfg));
+
+    let (row, frames) = clip("hello_silence", "human");
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/stream"))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tokio::spawn(async move { while rx.next().await.is_some() {} });
+    tx.send(Message::text(start_msg())).await.unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for (i, f) in frames.iter().enumerate() {
+        tick.tick().await;
+        tx.send(Message::text(media_msg(i, f))).await.unwrap();
+    }
+    tx.send(Message::text(
+        r#"{"event":"dtmf","streamSid":"MZtest","sequenceNumber":"900","dtmf":{"track":"inbound_track","digit":"7"}}"#,
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Message::text(
+        r#"{"event":"stop","sequenceNumber":"901","streamSid":"MZtest","stop":{"accountSid":"AC","callSid":"CAtest"}}"#,
+    ))
+    .await
+    .unwrap();
+
+    let mut events = Vec::new();
+    while let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(2), got.recv()).await {
+        let stop = v["event"] == "stop";
+        events.push(v);
+        if stop {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    let first_media = kinds
+        .iter()
+        .position(|k| *k == "media")
+        .expect("media reached the agent");
+    let amd = kinds
+        .iter()
+        .position(|k| *k == "amd")
+        .expect("the amd event");
+    assert!(
+        first_media < amd,
+        "{}: audio before the decision: {kinds:?}",
+        row.file
+    );
+    let before = kinds[..amd].iter().filter(|k| **k == "media").count();
+    assert!(before >= 25, "only {before} frames before the decision");
+    assert_eq!(events[amd]["amd"]["answered_by"], "human");
+    let dtmf = events
+        .iter()
+        .find(|v| v["event"] == "dtmf")
+        .expect("the digit reached the agent");
+    assert_eq!(dtmf["dtmf"]["digit"], "7");
+    assert_eq!(kinds[0], "connected");
+    assert_eq!(kinds[1], "start");
+    assert_eq!(
+        events[1]["start"]["customParameters"]["call_queue_id"],
+        "q-42"
+    );
+}
