@@ -16,7 +16,6 @@
 //! When a Twilio auth token is configured, the upgrade must carry a valid
 //! `X-Twilio-Signature` over the public `wss://…/twilio/stream` URL.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,17 +26,16 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::agent::bridge::{AgentAudio, AgentIn, AgentLink};
+use crate::agent::bridge::AgentAudio;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
-use crate::call::session::{AgentOut, CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
+use crate::call::agent_side::AgentSide;
+use crate::call::session::{CallSession, CarrierOut, SessionConfig};
 use crate::carrier::twilio::{signature, stream};
-use crate::detect::amd::LlmVerdict;
 use crate::detect::llm::LlmVerifier;
-use crate::engine::{CallFact, Engine};
+use crate::engine::Engine;
 
 /// What the server needs.
 #[derive(Debug, Clone)]
@@ -129,49 +127,15 @@ enum Stop {
     Protocol(String),
 }
 
-async fn recv_agent(agent: &mut Option<AgentLink>) -> Result<AgentIn, String> {
-    match agent {
-        Some(link) => link.recv().await.map_err(|e| e.to_string()),
-        None => std::future::pending().await,
-    }
-}
-
-async fn wait_verdict(pending: &mut Option<oneshot::Receiver<LlmVerdict>>) -> LlmVerdict {
-    match pending {
-        Some(rx) => rx.await.unwrap_or(LlmVerdict::Failed),
-        None => std::future::pending().await,
-    }
-}
-
-async fn wait_connect(
-    pending: &mut Option<oneshot::Receiver<Result<AgentLink, String>>>,
-) -> Result<AgentLink, String> {
-    match pending {
-        Some(rx) => rx
-            .await
-            .unwrap_or_else(|_| Err("agent connect task vanished".into())),
-        None => std::future::pending().await,
-    }
-}
-
 struct Driver {
     session: Option<CallSession>,
-    agent: Option<AgentLink>,
-    connecting: Option<oneshot::Receiver<Result<AgentLink, String>>>,
-    /// the LLM verifier's answer, while AMD waits for one
-    verifying: Option<oneshot::Receiver<LlmVerdict>>,
-    /// callee audio that arrived while the agent was connecting
-    backlog: VecDeque<AudioFrame>,
+    /// the agent link, the LLM request and the engine reports
+    side: AgentSide,
     stream_sid: String,
-    call_sid: String,
     inbound: Vec<u8>,
     media_ms: u64,
     out: String,
     epoch: Instant,
-    /// The attempt this stream belongs to, for campaign calls.
-    call_queue_id: Option<String>,
-    agent_url: String,
-    agent_audio: AgentAudio,
 }
 
 impl Driver {
@@ -183,19 +147,18 @@ impl Driver {
 async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
     let mut d = Driver {
         session: None,
-        agent: None,
-        connecting: None,
-        verifying: None,
-        backlog: VecDeque::with_capacity(25),
+        side: AgentSide::new(
+            st.cfg.agent_url.clone(),
+            st.cfg.agent_audio,
+            st.cfg.agent_connect_timeout,
+            st.cfg.llm.clone(),
+            st.cfg.engine.clone(),
+        ),
         stream_sid: String::new(),
-        call_sid: String::new(),
         inbound: Vec::with_capacity(2 * FRAME_SAMPLES),
         media_ms: 0,
         out: String::with_capacity(512),
         epoch: Instant::now(),
-        call_queue_id: None,
-        agent_url: st.cfg.agent_url.clone(),
-        agent_audio: st.cfg.agent_audio,
     };
     let mut payload = vec![0u8; stream::MAX_MESSAGE_BYTES];
     let stop = loop {
@@ -231,37 +194,18 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
                     }
                 }
             }
-            res = recv_agent(&mut d.agent) => {
+            ev = d.side.next() => {
                 let now = d.now();
-                on_agent(&mut d, res, now);
-            }
-            res = wait_connect(&mut d.connecting) => {
-                d.connecting = None;
-                let now = d.now();
-                match res {
-                    Ok(link) => {
-                        d.agent = Some(link);
-                        while let Some(f) = d.backlog.pop_front() {
-                            if let Some(a) = d.agent.as_mut() && a.send_media(&f).await.is_err() { break; }
-                        }
-                    }
-                    Err(reason) => {
-                        tracing::warn!(%reason, "agent unreachable");
-                        if let Some(s) = d.session.as_mut() { s.handle_agent_closed(now, &reason); }
-                    }
+                if let Some(s) = d.session.as_mut() {
+                    d.side.apply(s, ev, now).await;
                 }
-            }
-            verdict = wait_verdict(&mut d.verifying) => {
-                d.verifying = None;
-                let now = d.now();
-                if let Some(s) = d.session.as_mut() { s.handle_llm_verdict(now, verdict); }
             }
             _ = tokio::time::sleep_until(wake) => {
                 let now = d.now();
                 if let Some(s) = d.session.as_mut() { s.tick(now); }
             }
         }
-        flush(&mut d, &st, &mut carrier).await;
+        flush(&mut d, &mut carrier).await;
         if d.session.as_ref().is_some_and(CallSession::is_ended) {
             break Stop::Done;
         }
@@ -271,12 +215,10 @@ async fn run_stream(mut carrier: WebSocket, st: Arc<AppState>) {
         let now = d.now();
         if let Some(s) = d.session.as_mut() {
             s.handle_agent_closed(now, reason);
-            flush(&mut d, &st, &mut carrier).await;
+            flush(&mut d, &mut carrier).await;
         }
     }
-    if let Some(mut a) = d.agent.take() {
-        a.stop(&d.call_sid).await;
-    }
+    d.side.stop().await;
     let _ = carrier.send(Message::Close(None)).await;
 }
 
@@ -312,7 +254,7 @@ fn on_carrier_text(
             }
             tracing::Span::current().record("call_sid", start.call_sid.as_str());
             d.stream_sid = start.stream_sid.clone();
-            d.call_sid = start.call_sid.clone();
+            d.side.call_sid = start.call_sid.clone();
             let mut cfg = st.cfg.session.clone();
             if let (Some(engine), Some(cq)) =
                 (&st.cfg.engine, start.custom_parameters.get("call_queue_id"))
@@ -321,9 +263,9 @@ fn on_carrier_text(
                     return Err(format!("no live call attempt `{cq}`"));
                 };
                 cfg = setup.session;
-                d.agent_url = setup.agent_url;
-                d.agent_audio = setup.agent_audio;
-                d.call_queue_id = Some(cq.clone());
+                d.side.agent_url = setup.agent_url;
+                d.side.agent_audio = setup.agent_audio;
+                d.side.call_queue_id = Some(cq.clone());
             }
             for (k, v) in &start.custom_parameters {
                 cfg.agent_params
@@ -373,203 +315,33 @@ fn on_carrier_text(
     Ok(())
 }
 
-fn on_agent(d: &mut Driver, res: Result<AgentIn, String>, now: u64) {
-    let Some(s) = d.session.as_mut() else {
-        return;
-    };
-    match res {
-        Ok(AgentIn::Media) => {
-            if let Some(a) = d.agent.as_ref() {
-                let dropped = s.handle_agent_media(now, a.media());
-                if dropped > 0 {
-                    tracing::warn!(dropped, "agent audio buffer full");
-                }
-            }
-        }
-        Ok(AgentIn::Mark(name)) => s.handle_agent_mark(now, &name),
-        Ok(AgentIn::Clear) => s.handle_agent_clear(now),
-        Ok(AgentIn::Transcript {
-            role,
-            text,
-            start,
-            end,
-        }) => s.handle_agent_transcript(&role, &text, start, end),
-        Ok(AgentIn::Hangup) => s.handle_agent_hangup(now),
-        Ok(AgentIn::Closed) => {
-            d.agent = None;
-            s.handle_agent_closed(now, "the agent closed the stream");
-        }
-        Err(reason) => {
-            d.agent = None;
-            s.handle_agent_closed(now, &reason);
-        }
-    }
-}
-
 /// Carries out everything the session asked for.
-async fn flush(d: &mut Driver, st: &AppState, carrier: &mut WebSocket) {
+async fn flush(d: &mut Driver, carrier: &mut WebSocket) {
     loop {
-        let Some(out) = d.session.as_mut().and_then(CallSession::poll_output) else {
+        let now = d.now();
+        let Some(s) = d.session.as_mut() else {
             return;
         };
-        match out {
-            Output::Carrier(c) => {
-                match c {
-                    CarrierOut::Media(frame) => {
-                        stream::encode_media(&mut d.out, &d.stream_sid, &frame)
-                    }
-                    CarrierOut::Mark(name) => stream::encode_mark(&mut d.out, &d.stream_sid, &name),
-                    CarrierOut::Clear => stream::encode_clear(&mut d.out, &d.stream_sid),
-                    // The session ends with it; closing the stream below ends
-                    // the <Connect> and with it the call.
-                    CarrierOut::Hangup => continue,
-                }
-                let text = std::mem::replace(&mut d.out, String::with_capacity(512));
-                if carrier.send(Message::Text(text.into())).await.is_err() {
-                    let now = d.now();
-                    if let Some(s) = d.session.as_mut() {
-                        s.handle_carrier_stop(now);
-                    }
-                }
+        let Some(out) = s.poll_output() else {
+            return;
+        };
+        let Some(c) = d.side.perform(s, out, d.media_ms, now).await else {
+            continue;
+        };
+        match c {
+            CarrierOut::Media(frame) => stream::encode_media(&mut d.out, &d.stream_sid, &frame),
+            CarrierOut::Mark(name) => stream::encode_mark(&mut d.out, &d.stream_sid, &name),
+            CarrierOut::Clear => stream::encode_clear(&mut d.out, &d.stream_sid),
+            // The session ends with it; closing the stream after ends the
+            // <Connect> and with it the call.
+            CarrierOut::Hangup => continue,
+        }
+        let text = std::mem::replace(&mut d.out, String::with_capacity(512));
+        if carrier.send(Message::Text(text.into())).await.is_err() {
+            let now = d.now();
+            if let Some(s) = d.session.as_mut() {
+                s.handle_carrier_stop(now);
             }
-            Output::Agent(a) => match a {
-                AgentOut::Connect { mode, params } => {
-                    if let Some(mut old) = d.agent.take() {
-                        old.stop(&d.call_sid).await;
-                    }
-                    d.backlog.clear();
-                    let (tx, rx) = oneshot::channel();
-                    let url = d.agent_url.clone();
-                    let call_sid = d.call_sid.clone();
-                    let timeout = st.cfg.agent_connect_timeout;
-                    let audio = d.agent_audio;
-                    tracing::info!(mode = mode.as_str(), "connecting the agent");
-                    tokio::spawn(async move {
-                        let r = AgentLink::connect(&url, &call_sid, &params, audio, timeout)
-                            .await
-                            .map_err(|e| e.to_string());
-                        let _ = tx.send(r);
-                    });
-                    d.connecting = Some(rx);
-                }
-                AgentOut::Media(frame) => match d.agent.as_mut() {
-                    Some(link) => {
-                        if let Err(e) = link.send_media(&frame).await {
-                            tracing::warn!(error = %e, "agent send failed");
-                        }
-                    }
-                    None => {
-                        if d.backlog.len() == d.backlog.capacity() {
-                            d.backlog.pop_front();
-                        }
-                        d.backlog.push_back(frame);
-                    }
-                },
-                AgentOut::Dtmf(digit) => {
-                    if let Some(link) = d.agent.as_mut() {
-                        let _ = link.send_dtmf(digit).await;
-                    }
-                }
-                AgentOut::Mark(name) => {
-                    if let Some(link) = d.agent.as_mut() {
-                        let _ = link.send_mark(&name).await;
-                    }
-                }
-                AgentOut::Amd {
-                    answered_by,
-                    decision_ms,
-                } => {
-                    if let Some(link) = d.agent.as_mut() {
-                        let _ = link.send_amd(answered_by, decision_ms).await;
-                    }
-                }
-                AgentOut::Stop => {
-                    if let Some(mut link) = d.agent.take() {
-                        link.stop(&d.call_sid).await;
-                    }
-                    d.connecting = None;
-                }
-            },
-            Output::Lifecycle(l) => {
-                let fact = match l {
-                    Lifecycle::Ended {
-                        end_type, reason, ..
-                    } => {
-                        tracing::info!(
-                            end_type = end_type.as_str(),
-                            reason = reason.as_deref().unwrap_or(""),
-                            "call ended"
-                        );
-                        let turns = d
-                            .session
-                            .as_ref()
-                            .and_then(|s| serde_json::to_value(s.turns()).ok())
-                            .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
-                        Some(CallFact::Ended {
-                            end_type: end_type.as_str().to_string(),
-                            turns,
-                            reason,
-                        })
-                    }
-                    Lifecycle::AmdDecided(dec) => {
-                        tracing::info!(
-                            answered_by = dec.outcome.as_str(),
-                            at_ms = dec.at_ms,
-                            trigger = dec.trigger.as_str(),
-                            "AMD"
-                        );
-                        Some(CallFact::Amd {
-                            answered_by: dec.outcome.as_str().to_string(),
-                            decision_ms: dec.at_ms,
-                        })
-                    }
-                    Lifecycle::Answered { .. } => Some(CallFact::Answered),
-                    other => {
-                        tracing::debug!(?other, "lifecycle");
-                        None
-                    }
-                };
-                if let (Some(engine), Some(cq), Some(f)) = (&st.cfg.engine, &d.call_queue_id, fact)
-                {
-                    engine.report(cq, f);
-                }
-            }
-            Output::Verify { wav, deadline_ms } => match st.cfg.llm.clone() {
-                // The detector keeps its own deadline on media time; the
-                // request gets the same budget from now, and an answer that
-                // comes later is ignored by the session.
-                Some(llm) => {
-                    let budget = Duration::from_millis(deadline_ms.saturating_sub(d.media_ms));
-                    let (tx, rx) = oneshot::channel();
-                    tracing::info!(
-                        budget_ms = budget.as_millis() as u64,
-                        "AMD unsure: asking the LLM"
-                    );
-                    tokio::spawn(
-                        async move {
-                            let verdict = match llm.verify_async(&wav, budget).await {
-                                Ok(p_machine) => LlmVerdict::Answer { p_machine },
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "LLM verification failed; falling back");
-                                    LlmVerdict::Failed
-                                }
-                            };
-                            let _ = tx.send(verdict);
-                        }
-                        .in_current_span(),
-                    );
-                    d.verifying = Some(rx);
-                }
-                None => {
-                    tracing::warn!(
-                        "AMD asked for LLM verification but no LLM is configured; falling back"
-                    );
-                    let now = d.now();
-                    if let Some(s) = d.session.as_mut() {
-                        s.handle_llm_verdict(now, LlmVerdict::Failed);
-                    }
-                }
-            },
         }
     }
 }

@@ -279,6 +279,7 @@ pub struct CallSession {
     next_due: Option<u64>,
     turns: Vec<Turn>,
     inbound_frames: u64,
+    end_type: Option<EndType>,
 }
 
 impl std::fmt::Debug for CallSession {
@@ -317,6 +318,7 @@ impl CallSession {
             next_due: None,
             turns: Vec::new(),
             inbound_frames: 0,
+            end_type: None,
         })
     }
 
@@ -348,6 +350,11 @@ impl CallSession {
     /// The first AMD decision, once made.
     pub fn decision(&self) -> Option<AmdDecision> {
         self.decision
+    }
+
+    /// How the call ended, once it has.
+    pub fn end_type(&self) -> Option<EndType> {
+        self.end_type
     }
 
     /// True once the call has ended.
@@ -385,6 +392,7 @@ impl CallSession {
             self.out.push_back(Output::Agent(AgentOut::Stop));
         }
         self.phase = Phase::Ended;
+        self.end_type = Some(end_type);
         self.out.push_back(Output::Lifecycle(Lifecycle::Ended {
             end_type,
             at: now,

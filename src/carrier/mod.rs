@@ -3,4 +3,5 @@
 //! [`crate::audio::AudioFrame`]s and back.
 
 pub mod sim;
+pub mod sip;
 pub mod twilio;

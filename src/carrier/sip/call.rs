@@ -1,0 +1,437 @@
+//! One outbound SIP call with its media, driven like a Twilio stream: the
+//! [`Uac`] places it; once answered, RTP from the callee is re-ordered,
+//! decoded (PCMU or PCMA) and fed to the same [`CallSession`] as Twilio's
+//! frames (AMD, the agent bridge, the voicemail rules, the lifecycle), and
+//! the session's paced 20 ms frames go back as RTP. RFC 4733 digits reach
+//! the agent. This task owns two UDP sockets and a clock, nothing more.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::rtp::{self, DtmfReceiver, JitterBuffer, Latch, RtpHeader, TelephoneEvent};
+use super::uac::{Dial, Outcome, SipError, TrunkConfig, Uac, UacEvent};
+use crate::agent::bridge::AgentAudio;
+use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
+use crate::call::agent_side::AgentSide;
+use crate::call::session::{CallSession, CarrierOut, SessionConfig};
+use crate::detect::llm::LlmVerifier;
+use crate::engine::Engine;
+
+/// G.711 law of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum G711 {
+    /// μ-law, payload type 0.
+    Pcmu,
+    /// A-law, payload type 8.
+    Pcma,
+}
+
+/// What the SDP answer settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Where the callee wants RTP.
+    pub addr: SocketAddr,
+    /// The voice codec.
+    pub codec: G711,
+    /// The telephone-event payload type, if accepted.
+    pub dtmf_pt: Option<u8>,
+}
+
+/// Reads the callee's SDP answer: its first audio stream, the first of
+/// PCMU/PCMA it lists, and telephone-event. An answer with neither law is
+/// "no common codec".
+pub fn negotiate(answer: &[u8]) -> Result<Negotiated, String> {
+    let text = std::str::from_utf8(answer).map_err(|_| "SDP answer is not UTF-8".to_string())?;
+    let sdp = rsiprtp::sdp::SessionDescription::parse(text)
+        .map_err(|e| format!("bad SDP answer: {e}"))?;
+    let audio = sdp
+        .media
+        .iter()
+        .find(|m| m.media_type == rsiprtp::sdp::MediaType::Audio && m.port != 0)
+        .ok_or("SDP answer has no audio stream")?;
+    let conn = audio
+        .connection
+        .as_ref()
+        .or(sdp.connection.as_ref())
+        .ok_or("SDP answer has no connection address")?;
+    let ip: std::net::IpAddr = conn
+        .address
+        .parse()
+        .map_err(|_| format!("SDP address `{}` is not an IP", conn.address))?;
+    let maps = audio.rtpmaps();
+    let codec = audio
+        .formats
+        .iter()
+        .find_map(|f| match f.as_str() {
+            "0" => Some(G711::Pcmu),
+            "8" => Some(G711::Pcma),
+            _ => None,
+        })
+        .ok_or("no common codec (PCMU or PCMA) in the SDP answer")?;
+    let dtmf_pt = maps
+        .iter()
+        .find(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
+        .map(|m| m.payload_type);
+    Ok(Negotiated {
+        addr: SocketAddr::new(ip, audio.port),
+        codec,
+        dtmf_pt,
+    })
+}
+
+/// Everything one call needs.
+#[derive(Clone)]
+pub struct SipCallConfig {
+    /// The trunk.
+    pub trunk: TrunkConfig,
+    /// Its address.
+    pub trunk_addr: SocketAddr,
+    /// Ring time-out.
+    pub ring_timeout: Duration,
+    /// The call's settings (AMD, gate, voicemail rules, max duration).
+    pub session: SessionConfig,
+    /// The agent.
+    pub agent_url: String,
+    /// Its audio format.
+    pub agent_audio: AgentAudio,
+    /// How long the agent may take to accept.
+    pub agent_connect_timeout: Duration,
+    /// The LLM verifier, if any.
+    pub llm: Option<Arc<LlmVerifier>>,
+    /// The engine to report to, with the attempt's id.
+    pub engine: Option<(Arc<Engine>, String)>,
+}
+
+/// How the call went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipCallReport {
+    /// The SIP outcome.
+    pub outcome: Outcome,
+    /// Provisional statuses seen.
+    pub progress: Vec<u16>,
+    /// The negotiated media, if answered.
+    pub media: Option<Negotiated>,
+    /// RTP voice frames received and handed to the session.
+    pub frames_in: u64,
+    /// RTP frames sent.
+    pub frames_out: u64,
+    /// Frames the jitter buffer gave up on.
+    pub frames_lost: u64,
+    /// Datagrams ignored (malformed, or from a stranger).
+    pub ignored: u64,
+    /// The AMD outcome, if decided.
+    pub answered_by: Option<String>,
+    /// The session's end type, if it ran.
+    pub end_type: Option<String>,
+}
+
+/// Errors that stop a call outright.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// A socket failed.
+    #[error("SIP call socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The call could not be built.
+    #[error(transparent)]
+    Sip(#[from] SipError),
+    /// The session could not start (models).
+    #[error("cannot start the call session: {0}")]
+    Session(String),
+}
+
+struct Media {
+    neg: Negotiated,
+    latch: Latch,
+    /// up to 60 ms per packet (ptime 10 to 60)
+    jitter: JitterBuffer<{ 3 * FRAME_SAMPLES }>,
+    /// decoded payload bytes waiting to make whole 20 ms frames
+    pending: [u8; 4 * FRAME_SAMPLES],
+    pending_len: usize,
+    dtmf: DtmfReceiver,
+    out: RtpHeader,
+    media_ms: u64,
+}
+
+/// Places the call to `to` from `from` and runs it to its end.
+pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallReport, CallError> {
+    let ip = super::driver::local_ip_for(cfg.trunk_addr).await?;
+    let sip = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let rtp_sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let local = sip.local_addr()?;
+    let epoch = Instant::now();
+    let now = move || epoch.elapsed().as_millis() as u64;
+    let mut uac = Uac::new(
+        cfg.trunk.clone(),
+        Dial {
+            to: to.to_string(),
+            from: from.to_string(),
+            local,
+            rtp_port: rtp_sock.local_addr()?.port(),
+            ring_timeout_ms: cfg.ring_timeout.as_millis() as u64,
+        },
+        now(),
+    )?;
+    let span = tracing::info_span!("call", sip_call_id = uac.call_id());
+    let _g = span.enter();
+    let mut side = AgentSide::new(
+        cfg.agent_url.clone(),
+        cfg.agent_audio,
+        cfg.agent_connect_timeout,
+        cfg.llm.clone(),
+        cfg.engine.as_ref().map(|(e, _)| e.clone()),
+    );
+    side.call_sid = uac.call_id().to_string();
+    side.call_queue_id = cfg.engine.as_ref().map(|(_, id)| id.clone());
+    let mut report = SipCallReport {
+        outcome: Outcome::Completed,
+        progress: Vec::new(),
+        media: None,
+        frames_in: 0,
+        frames_out: 0,
+        frames_lost: 0,
+        ignored: 0,
+        answered_by: None,
+        end_type: None,
+    };
+    let mut session: Option<CallSession> = None;
+    let mut media: Option<Media> = None;
+    let mut sip_buf = vec![0u8; 65_535];
+    let mut rtp_in = [0u8; 2048];
+    let mut rtp_out = [0u8; 12 + FRAME_SAMPLES];
+    let mut hung_up = false;
+    let mut bad_answer = false;
+    loop {
+        // SIP first: an answer creates the session.
+        while let Some(ev) = uac.poll_event() {
+            match ev {
+                UacEvent::Send(bytes) => {
+                    sip.send_to(&bytes, cfg.trunk_addr).await?;
+                }
+                UacEvent::Progress { status, .. } => report.progress.push(status),
+                UacEvent::Answered { sdp } => match negotiate(&sdp) {
+                    Ok(neg) => {
+                        tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");
+                        report.media = Some(neg);
+                        media = Some(Media {
+                            neg,
+                            latch: Latch::new(neg.addr),
+                            jitter: JitterBuffer::default(),
+                            pending: [0; 4 * FRAME_SAMPLES],
+                            pending_len: 0,
+                            dtmf: DtmfReceiver::default(),
+                            out: RtpHeader {
+                                pt: match neg.codec {
+                                    G711::Pcmu => 0,
+                                    G711::Pcma => 8,
+                                },
+                                marker: true,
+                                seq: (epoch.elapsed().as_nanos() as u16) | 1,
+                                ts: epoch.elapsed().as_nanos() as u32,
+                                ssrc: epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11,
+                            },
+                            media_ms: 0,
+                        });
+                        // RTP is played as it arrives: frames sent ahead
+                        // of time would only be jitter to the callee.
+                        let session_cfg = SessionConfig {
+                            lead_ms: 0,
+                            ..cfg.session.clone()
+                        };
+                        let mut s = CallSession::new(session_cfg)
+                            .map_err(|e| CallError::Session(e.to_string()))?;
+                        s.handle_carrier_start(now());
+                        session = Some(s);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "unusable SDP answer: hanging up");
+                        report.outcome = Outcome::Failed {
+                            status: 488,
+                            reason: reason.clone(),
+                        };
+                        hung_up = true;
+                        bad_answer = true;
+                        uac.hangup(now())?;
+                    }
+                },
+                UacEvent::Ended(o) => {
+                    tracing::info!(outcome = o.as_status(), "SIP call ended");
+                    // after an unusable answer the 488-like failure stands
+                    if !bad_answer {
+                        report.outcome = o;
+                    }
+                    if let Some(s) = session.as_mut() {
+                        s.handle_carrier_stop(now());
+                    }
+                }
+            }
+        }
+        // Then the session's outputs.
+        if let Some(s) = session.as_mut() {
+            while let Some(out) = s.poll_output() {
+                let t = now();
+                let media_ms = media.as_ref().map_or(0, |m| m.media_ms);
+                let Some(c) = side.perform(s, out, media_ms, t).await else {
+                    continue;
+                };
+                match c {
+                    CarrierOut::Media(frame) => {
+                        if let Some(m) = media.as_mut() {
+                            let mut payload = frame;
+                            if m.neg.codec == G711::Pcma {
+                                for b in payload.iter_mut() {
+                                    *b = g711::alaw_encode(g711::ulaw_decode(*b));
+                                }
+                            }
+                            if let Some(n) = rtp::write(&m.out, &payload, &mut rtp_out) {
+                                rtp_sock.send_to(&rtp_out[..n], m.latch.target()).await?;
+                                report.frames_out += 1;
+                            }
+                            m.out.marker = false;
+                            m.out.seq = m.out.seq.wrapping_add(1);
+                            m.out.ts = m.out.ts.wrapping_add(FRAME_SAMPLES as u32);
+                        }
+                    }
+                    // RTP has no play-out report: a mark is played once the
+                    // audio before it is sent.
+                    CarrierOut::Mark(name) => s.handle_carrier_mark(t, &name),
+                    // Nothing is buffered far away: the session already
+                    // dropped what it held.
+                    CarrierOut::Clear => {}
+                    CarrierOut::Hangup => {
+                        if !hung_up {
+                            hung_up = true;
+                            uac.hangup(t)?;
+                        }
+                    }
+                }
+            }
+            if s.is_ended() && !hung_up {
+                hung_up = true;
+                uac.hangup(now())?;
+            }
+            if let Some(d) = s.decision() {
+                report.answered_by = Some(d.outcome.as_str().to_string());
+            }
+        }
+        if uac.is_done() && uac.poll_event().is_none() {
+            break;
+        }
+        let wake = [
+            uac.poll_timeout(),
+            session.as_ref().and_then(CallSession::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let sleep = wake.map_or(Duration::from_secs(3600), |t| {
+            Duration::from_millis(t.saturating_sub(now()))
+        });
+        tokio::select! {
+            r = sip.recv_from(&mut sip_buf) => {
+                let (n, src) = r?;
+                if src.ip() != cfg.trunk_addr.ip() {
+                    report.ignored += 1;
+                    continue;
+                }
+                if let Err(e) = uac.handle_datagram(now(), &sip_buf[..n]) {
+                    report.ignored += 1;
+                    tracing::warn!(error = %e, "SIP datagram ignored");
+                }
+            }
+            r = rtp_sock.recv_from(&mut rtp_in), if media.is_some() => {
+                let (n, src) = r?;
+                let (Some(m), Some(s)) = (media.as_mut(), session.as_mut()) else { continue };
+                if !m.latch.on_packet(src) {
+                    report.ignored += 1;
+                    continue;
+                }
+                let Ok((h, payload)) = rtp::parse(&rtp_in[..n]) else {
+                    report.ignored += 1;
+                    continue;
+                };
+                let t = now();
+                if Some(h.pt) == m.neg.dtmf_pt {
+                    if let Ok(ev) = TelephoneEvent::parse(payload)
+                        && let Some(digit) = m.dtmf.push(&h, ev)
+                    {
+                        s.handle_carrier_dtmf(t, digit);
+                    }
+                    continue;
+                }
+                let expected = match m.neg.codec { G711::Pcmu => 0, G711::Pcma => 8 };
+                if h.pt != expected {
+                    report.ignored += 1;
+                    continue;
+                }
+                m.jitter.push(h.seq, payload);
+                // Packets may carry 10 to 60 ms: re-frame into 20 ms.
+                while let Some(bytes) = m.jitter.pop() {
+                    m.pending[m.pending_len..m.pending_len + bytes.len()].copy_from_slice(bytes);
+                    m.pending_len += bytes.len();
+                    let mut used = 0;
+                    while m.pending_len - used >= FRAME_SAMPLES {
+                        let chunk = &m.pending[used..used + FRAME_SAMPLES];
+                        let mut frame = AudioFrame::from_ulaw(chunk, m.media_ms);
+                        if m.neg.codec == G711::Pcma {
+                            g711::alaw_decode_into(chunk, &mut frame.pcm);
+                        }
+                        used += FRAME_SAMPLES;
+                        m.media_ms += u64::from(FRAME_MS);
+                        report.frames_in += 1;
+                        if let Err(e) = s.handle_carrier_media(t, &frame) {
+                            tracing::warn!(error = %e, "AMD failed on a frame");
+                        }
+                    }
+                    m.pending.copy_within(used..m.pending_len, 0);
+                    m.pending_len -= used;
+                }
+                report.frames_lost = m.jitter.lost;
+            }
+            ev = side.next() => {
+                if let Some(s) = session.as_mut() {
+                    side.apply(s, ev, now()).await;
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let t = now();
+                uac.handle_timeout(t)?;
+                if let Some(s) = session.as_mut() { s.tick(t); }
+            }
+        }
+    }
+    side.stop().await;
+    if let Some(s) = session.as_ref() {
+        report.end_type = s.end_type().map(|e| e.as_str().to_string());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_picks_the_callees_codec_and_address() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+                   m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let n = negotiate(sdp.as_bytes()).unwrap();
+        assert_eq!(n.codec, G711::Pcma);
+        assert_eq!(n.addr, "10.0.0.9:6000".parse().unwrap());
+        assert_eq!(n.dtmf_pt, Some(101));
+        let opus = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+                    m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(
+            negotiate(opus.as_bytes())
+                .unwrap_err()
+                .contains("no common codec")
+        );
+        assert!(negotiate(b"\xff\xfe").is_err());
+        assert!(negotiate(b"v=0\r\nm=audio x\r\n").is_err());
+        assert!(negotiate(b"").is_err());
+    }
+}

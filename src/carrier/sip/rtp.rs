@@ -1,0 +1,450 @@
+//! RTP on the SIP media path, sans-IO and allocation-free: a header view
+//! over a received datagram, a writer for ours, RFC 4733 telephone-events,
+//! symmetric latching and a small reordering buffer.
+//!
+//! Written here rather than taken from `rsiprtp`: its `RtpPacket` owns its
+//! payload and CSRC list (two allocations per packet), and the per-frame
+//! path must not allocate. The format is twelve bytes and three options.
+
+/// Errors from RTP input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtpError {
+    /// Shorter than a header.
+    #[error("RTP packet of {0} bytes is shorter than its header")]
+    TooShort(usize),
+    /// Not version 2.
+    #[error("RTP version {0} (only 2 exists)")]
+    Version(u8),
+    /// CSRCs, extension or padding run past the end.
+    #[error("RTP packet truncated: {0}")]
+    Truncated(&'static str),
+}
+
+/// The fields of an RTP header that matter to a voice call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// Payload type (0 PCMU, 8 PCMA, 101 telephone-event…).
+    pub pt: u8,
+    /// Marker bit (start of a talkspurt or of a DTMF event).
+    pub marker: bool,
+    /// Sequence number.
+    pub seq: u16,
+    /// Media timestamp.
+    pub ts: u32,
+    /// Synchronisation source.
+    pub ssrc: u32,
+}
+
+/// Parses `data` into its header and payload (a slice of `data`).
+pub fn parse(data: &[u8]) -> Result<(RtpHeader, &[u8]), RtpError> {
+    if data.len() < 12 {
+        return Err(RtpError::TooShort(data.len()));
+    }
+    let version = data[0] >> 6;
+    if version != 2 {
+        return Err(RtpError::Version(version));
+    }
+    let padding = data[0] & 0x20 != 0;
+    let extension = data[0] & 0x10 != 0;
+    let csrcs = usize::from(data[0] & 0x0F);
+    let mut start = 12 + 4 * csrcs;
+    if data.len() < start {
+        return Err(RtpError::Truncated("CSRC list"));
+    }
+    if extension {
+        if data.len() < start + 4 {
+            return Err(RtpError::Truncated("extension header"));
+        }
+        let words = usize::from(u16::from_be_bytes([data[start + 2], data[start + 3]]));
+        start += 4 + 4 * words;
+        if data.len() < start {
+            return Err(RtpError::Truncated("extension"));
+        }
+    }
+    let mut end = data.len();
+    if padding {
+        let pad = usize::from(data[end - 1]);
+        if pad == 0 || end - start < pad {
+            return Err(RtpError::Truncated("padding"));
+        }
+        end -= pad;
+    }
+    let header = RtpHeader {
+        pt: data[1] & 0x7F,
+        marker: data[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([data[2], data[3]]),
+        ts: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+    };
+    Ok((header, &data[start..end]))
+}
+
+/// Writes a packet with `h` and `payload` into `out`; returns its length,
+/// or `None` if `out` is too small.
+pub fn write(h: &RtpHeader, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+    let len = 12 + payload.len();
+    if out.len() < len {
+        return None;
+    }
+    out[0] = 0x80;
+    out[1] = (u8::from(h.marker) << 7) | (h.pt & 0x7F);
+    out[2..4].copy_from_slice(&h.seq.to_be_bytes());
+    out[4..8].copy_from_slice(&h.ts.to_be_bytes());
+    out[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
+    out[12..len].copy_from_slice(payload);
+    Some(len)
+}
+
+/// An RFC 4733 telephone-event payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelephoneEvent {
+    /// Event code: 0–9, 10 `*`, 11 `#`, 12–15 A–D.
+    pub event: u8,
+    /// The end bit (sent three times).
+    pub end: bool,
+    /// Duration so far, in timestamp units.
+    pub duration: u16,
+}
+
+impl TelephoneEvent {
+    /// Parses the four-byte payload.
+    pub fn parse(p: &[u8]) -> Result<Self, RtpError> {
+        if p.len() < 4 {
+            return Err(RtpError::Truncated("telephone-event"));
+        }
+        Ok(Self {
+            event: p[0],
+            end: p[1] & 0x80 != 0,
+            duration: u16::from_be_bytes([p[2], p[3]]),
+        })
+    }
+
+    /// The digit, for DTMF events.
+    pub fn digit(self) -> Option<char> {
+        match self.event {
+            0..=9 => Some(char::from(b'0' + self.event)),
+            10 => Some('*'),
+            11 => Some('#'),
+            12..=15 => Some(char::from(b'A' + self.event - 12)),
+            _ => None,
+        }
+    }
+
+    /// The four-byte payload (volume 10 dBm0 below full scale).
+    pub fn to_bytes(self) -> [u8; 4] {
+        let d = self.duration.to_be_bytes();
+        [self.event, (u8::from(self.end) << 7) | 10, d[0], d[1]]
+    }
+
+    /// The event code of a DTMF digit.
+    pub fn code_of(digit: char) -> Option<u8> {
+        match digit {
+            '0'..='9' => Some(digit as u8 - b'0'),
+            '*' => Some(10),
+            '#' => Some(11),
+            'A'..='D' => Some(digit as u8 - b'A' + 12),
+            _ => None,
+        }
+    }
+}
+
+/// Reports each telephone event once, when it ends, though its end packet
+/// comes three times and its start may be lost.
+#[derive(Debug, Default, Clone)]
+pub struct DtmfReceiver {
+    /// (timestamp, event) of the last event reported
+    last: Option<(u32, u8)>,
+}
+
+impl DtmfReceiver {
+    /// Feeds a telephone-event packet; returns the digit when it ends.
+    pub fn push(&mut self, h: &RtpHeader, ev: TelephoneEvent) -> Option<char> {
+        if !ev.end || self.last == Some((h.ts, ev.event)) {
+            return None;
+        }
+        self.last = Some((h.ts, ev.event));
+        ev.digit()
+    }
+}
+
+/// Where to send media: the SDP's address until the far end's packets show
+/// its real source (symmetric RTP, for callees behind NAT). A source with
+/// port 0 (some SIPp set-ups) is never latched onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latch {
+    target: std::net::SocketAddr,
+    latched: bool,
+}
+
+impl Latch {
+    /// Starts at the SDP's address.
+    pub fn new(sdp_addr: std::net::SocketAddr) -> Self {
+        Self {
+            target: sdp_addr,
+            latched: false,
+        }
+    }
+
+    /// Where to send now.
+    pub fn target(&self) -> std::net::SocketAddr {
+        self.target
+    }
+
+    /// A packet came from `src`: latch on the first valid one. Returns false
+    /// for a packet to ignore (another host than the one latched, or a
+    /// source port 0).
+    pub fn on_packet(&mut self, src: std::net::SocketAddr) -> bool {
+        if src.port() == 0 {
+            return false;
+        }
+        if !self.latched {
+            if src.ip() != self.target.ip() && !self.target.ip().is_unspecified() {
+                // media from another host than the SDP names: a stray or
+                // spoofed stream, not the callee
+                return false;
+            }
+            self.target = src;
+            self.latched = true;
+            return true;
+        }
+        src == self.target
+    }
+}
+
+/// Packets per jitter window: about 60 ms of reordering tolerance at 20 ms
+/// packetisation.
+const WINDOW: usize = 4;
+
+/// One held payload: up to `N` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Held<const N: usize> {
+    seq: u16,
+    len: usize,
+    data: [u8; N],
+}
+
+/// A small reordering buffer for audio payloads of up to `N` bytes (any
+/// packetisation: 10, 20, 30 ms…): payloads come out in sequence order; a
+/// missing one is given up once the window is full (counted as lost).
+/// Fixed storage, no allocation.
+#[derive(Debug, Clone)]
+pub struct JitterBuffer<const N: usize> {
+    slots: [Option<Held<N>>; WINDOW],
+    next: Option<u16>,
+    out: [u8; N],
+    /// Packets given up as lost.
+    pub lost: u64,
+    /// Packets too late, duplicated or too big.
+    pub discarded: u64,
+}
+
+impl<const N: usize> Default for JitterBuffer<N> {
+    fn default() -> Self {
+        Self {
+            slots: [None; WINDOW],
+            next: None,
+            out: [0; N],
+            lost: 0,
+            discarded: 0,
+        }
+    }
+}
+
+impl<const N: usize> JitterBuffer<N> {
+    /// Adds a packet's payload (over `N` bytes is discarded).
+    pub fn push(&mut self, seq: u16, payload: &[u8]) {
+        if payload.len() > N || payload.is_empty() {
+            self.discarded += 1;
+            return;
+        }
+        let next = *self.next.get_or_insert(seq);
+        let ahead = seq.wrapping_sub(next);
+        if ahead >= 0x8000 {
+            self.discarded += 1; // behind: already played or skipped
+            return;
+        }
+        // far ahead: move the window, giving up what it leaves behind
+        while usize::from(seq.wrapping_sub(self.next.unwrap_or(seq))) >= WINDOW {
+            self.skip();
+        }
+        let slot = usize::from(seq) % WINDOW;
+        if self.slots[slot].is_some_and(|h| h.seq == seq) {
+            self.discarded += 1;
+            return;
+        }
+        let mut data = [0u8; N];
+        data[..payload.len()].copy_from_slice(payload);
+        self.slots[slot] = Some(Held {
+            seq,
+            len: payload.len(),
+            data,
+        });
+    }
+
+    fn skip(&mut self) {
+        if let Some(n) = self.next {
+            let slot = usize::from(n) % WINDOW;
+            if self.slots[slot].is_some_and(|h| h.seq == n) {
+                // held but never played: the window had to move past it
+                self.slots[slot] = None;
+                self.discarded += 1;
+            } else {
+                self.lost += 1;
+            }
+            self.next = Some(n.wrapping_add(1));
+        }
+    }
+
+    /// The next payload in order, if it is here; once the window is full a
+    /// missing packet is given up and the one after it tried.
+    pub fn pop(&mut self) -> Option<&[u8]> {
+        loop {
+            let n = self.next?;
+            let slot = usize::from(n) % WINDOW;
+            if let Some(h) = self.slots[slot]
+                && h.seq == n
+            {
+                self.slots[slot] = None;
+                self.next = Some(n.wrapping_add(1));
+                self.out[..h.len].copy_from_slice(&h.data[..h.len]);
+                return Some(&self.out[..h.len]);
+            }
+            let held = self.slots.iter().filter(|s| s.is_some()).count();
+            if held + 1 < WINDOW {
+                return None;
+            }
+            self.lost += 1;
+            self.next = Some(n.wrapping_add(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 12 + payload.len()];
+        let h = RtpHeader {
+            pt,
+            marker: false,
+            seq,
+            ts: u32::from(seq) * 160,
+            ssrc: 7,
+        };
+        let n = write(&h, payload, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn round_trip_and_options() {
+        let p = packet(8, 513, &[1, 2, 3]);
+        let (h, payload) = parse(&p).unwrap();
+        assert_eq!((h.pt, h.seq, h.ts, h.ssrc), (8, 513, 513 * 160, 7));
+        assert_eq!(payload, &[1, 2, 3]);
+        // one CSRC, an extension of one word, two bytes of padding
+        let mut q = vec![0xB1, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        q.extend_from_slice(&[0, 0, 0, 5]); // CSRC
+        q.extend_from_slice(&[0xBE, 0xDE, 0, 1, 1, 2, 3, 4]); // extension
+        q.extend_from_slice(&[42, 43, 0, 2]); // payload + padding
+        let (h, payload) = parse(&q).unwrap();
+        assert_eq!(h.ssrc, 9);
+        assert_eq!(payload, &[42, 43]);
+    }
+
+    #[test]
+    fn malformed_packets_are_errors() {
+        assert_eq!(parse(&[]), Err(RtpError::TooShort(0)));
+        assert_eq!(parse(&[0x40; 12]), Err(RtpError::Version(1)));
+        assert!(parse(&[0x8F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(parse(&[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]).is_err());
+        assert!(parse(&[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(parse(&[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200]).is_err());
+        // any bytes at all: an answer, never a panic
+        let mut x: u32 = 1;
+        for len in 0..200 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = parse(&buf);
+            let _ = TelephoneEvent::parse(&buf);
+        }
+    }
+
+    #[test]
+    fn dtmf_is_reported_once_per_event() {
+        let mut rx = DtmfReceiver::default();
+        let h = RtpHeader {
+            pt: 101,
+            marker: true,
+            seq: 1,
+            ts: 8000,
+            ssrc: 1,
+        };
+        let start = TelephoneEvent::parse(&[5, 10, 0, 160]).unwrap();
+        assert_eq!(rx.push(&h, start), None);
+        let end = TelephoneEvent {
+            event: 5,
+            end: true,
+            duration: 800,
+        };
+        assert_eq!(TelephoneEvent::parse(&end.to_bytes()).unwrap(), end);
+        assert_eq!(rx.push(&h, end), Some('5'));
+        assert_eq!(rx.push(&h, end), None);
+        assert_eq!(rx.push(&h, end), None);
+        let h2 = RtpHeader { ts: 16000, ..h };
+        let hash = TelephoneEvent { event: 11, ..end };
+        assert_eq!(rx.push(&h2, hash), Some('#'));
+        assert_eq!(TelephoneEvent::code_of('#'), Some(11));
+        assert_eq!(TelephoneEvent::code_of('x'), None);
+    }
+
+    #[test]
+    fn latching_ignores_port_zero_and_strangers() {
+        let sdp: std::net::SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let mut l = Latch::new(sdp);
+        assert!(!l.on_packet("10.0.0.5:0".parse().unwrap()));
+        assert!(!l.on_packet("10.9.9.9:4000".parse().unwrap()));
+        assert_eq!(l.target(), sdp);
+        assert!(l.on_packet("10.0.0.5:4010".parse().unwrap()));
+        assert_eq!(l.target(), "10.0.0.5:4010".parse().unwrap());
+        assert!(!l.on_packet("10.0.0.5:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_jitter_buffer_reorders_and_skips_losses() {
+        let mut jb = JitterBuffer::<3>::default();
+        jb.push(10, &[10, 0]);
+        jb.push(12, &[12, 0, 0]);
+        jb.push(11, &[11]);
+        assert_eq!(jb.pop(), Some(&[10, 0][..]));
+        assert_eq!(jb.pop(), Some(&[11][..]));
+        assert_eq!(jb.pop(), Some(&[12, 0, 0][..]));
+        assert_eq!(jb.pop(), None);
+        // 13 lost: once the window fills, it is skipped
+        jb.push(14, &[14, 0]);
+        assert_eq!(jb.pop(), None);
+        jb.push(15, &[15, 0]);
+        jb.push(16, &[16, 0]);
+        assert_eq!(jb.pop(), Some(&[14, 0][..]));
+        assert_eq!(jb.lost, 1);
+        // late and duplicate packets are dropped; too big or empty too
+        jb.push(12, &[12, 0]);
+        jb.push(15, &[15, 0]);
+        jb.push(17, &[1, 2, 3, 4]);
+        jb.push(17, &[]);
+        assert_eq!(jb.discarded, 4);
+        assert_eq!(jb.pop(), Some(&[15, 0][..]));
+        // sequence numbers wrap
+        let mut jb = JitterBuffer::<1>::default();
+        jb.push(65_535, &[1]);
+        jb.push(0, &[2]);
+        assert_eq!(jb.pop(), Some(&[1][..]));
+        assert_eq!(jb.pop(), Some(&[2][..]));
+    }
+}

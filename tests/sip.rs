@@ -1,0 +1,402 @@
+//! Outbound SIP calls against SIPp (Debian `sip-tester`) as the trunk: each
+//! final response maps to the dialer's outcome, a call ringing past the
+//! ring time-out is cancelled, a 401 is answered with digest credentials,
+//! an answered call ends with a clean BYE. SIPp checks its side of every
+//! flow (ACKs, CANCEL, credentials) and exits non-zero when one is wrong.
+//!
+//! `.ci/run` installs SIPp and sets `DIALGATE_REQUIRE_PEERS=1`, so there a
+//! missing `sipp` fails; elsewhere these tests say they were skipped.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dialgate::carrier::sip::driver::{CallReport, call};
+use dialgate::carrier::sip::uac::{Outcome, TrunkConfig};
+
+fn have_sipp() -> bool {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("DIALGATE_REQUIRE_PEERS").is_none(),
+            "sipp is required (apt-get install sip-tester)"
+        );
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+    }
+    found
+}
+
+/// A UDP port free now, with the next two free as well (SIPp binds the
+/// media port N and N+2).
+fn free_port() -> u16 {
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 2)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Sipp {
+    child: Child,
+    addr: SocketAddr,
+    _scenario: tempfile::TempDir,
+}
+
+impl Sipp {
+    /// Starts SIPp on `scenario` from `tests/sipp`, with each `[key]` of
+    /// the template replaced by its value.
+    fn start(scenario: &str, keys: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let media = free_port();
+        // SIPp checks status codes when it loads a scenario, before any
+        // `-key` substitution: fill the template in here instead.
+        let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(scenario);
+        let mut xml = std::fs::read_to_string(&template).unwrap();
+        for (k, v) in keys {
+            xml = xml.replace(&format!("[{k}]"), v);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(scenario);
+        std::fs::write(&path, xml).unwrap();
+        let mut cmd = Command::new("sipp");
+        cmd.args(["-sf", path.to_str().unwrap(), "-i", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .args(["-m", "1", "-timeout", "40s", "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // DIALGATE_SIPP_TRACE=DIR keeps SIPp's message and error logs there.
+        if let Some(dir) = std::env::var_os("DIALGATE_SIPP_TRACE") {
+            cmd.args(["-trace_msg", "-trace_err"]).current_dir(dir);
+        }
+        let child = cmd.spawn().expect("sipp starts");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _scenario: dir,
+        }
+    }
+
+    /// Waits for SIPp to finish its one call; true if it judged it a success.
+    fn finished_ok(mut self) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    eprintln!("sipp exited with {status}: {err}");
+                }
+                return status.success();
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                eprintln!("sipp did not finish its call");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn trunk(auth: bool) -> TrunkConfig {
+    TrunkConfig {
+        host: "127.0.0.1".into(),
+        port: 5060,
+        username: auth.then(|| "alice".to_string()),
+        password: auth.then(|| "secret".to_string()),
+        from_domain: Some("dialgate.test".into()),
+    }
+}
+
+async fn dial(sipp: &Sipp, auth: bool, ring: Duration) -> CallReport {
+    let mut cfg = trunk(auth);
+    cfg.port = sipp.addr.port();
+    tokio::time::timeout(
+        Duration::from_secs(45),
+        call(
+            cfg,
+            sipp.addr,
+            "+15551230001",
+            "+15550009999",
+            ring,
+            Duration::from_millis(300),
+        ),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the call runs")
+}
+
+#[tokio::test]
+async fn final_responses_map_to_outcomes() {
+    if !have_sipp() {
+        return;
+    }
+    type Check = fn(&Outcome) -> bool;
+    let cases: [(&str, &str, Check); 4] = [
+        ("486", "Busy Here", |o| *o == Outcome::Busy),
+        ("603", "Decline", |o| *o == Outcome::Declined),
+        ("480", "Temporarily Unavailable", |o| {
+            *o == Outcome::NoAnswer
+        }),
+        (
+            "404",
+            "Not Found",
+            |o| matches!(o, Outcome::Failed { status: 404, reason } if reason.contains("invalid number")),
+        ),
+    ];
+    for (status, reason, ok) in cases {
+        let sipp = Sipp::start("uas_final.xml", &[("status", status), ("reason", reason)]);
+        let report = dial(&sipp, false, Duration::from_secs(20)).await;
+        assert!(ok(&report.outcome), "{status}: {:?}", report.outcome);
+        assert_eq!(
+            report.outcome.as_status(),
+            match status {
+                "486" => "busy",
+                "603" => "declined",
+                "480" => "no-answer",
+                _ => "failed",
+            }
+        );
+        assert!(
+            sipp.finished_ok(),
+            "{status}: SIPp saw a wrong flow (no ACK?)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ringing_forever_is_cancelled_at_the_ring_timeout() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_ring_forever.xml", &[]);
+    let t0 = Instant::now();
+    let report = dial(&sipp, false, Duration::from_millis(1500)).await;
+    let took = t0.elapsed();
+    assert_eq!(report.outcome, Outcome::NoAnswer);
+    assert_eq!(report.progress, vec![180]);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(sipp.finished_ok(), "SIPp saw a wrong CANCEL flow");
+}
+
+#[tokio::test]
+async fn an_answered_call_ends_with_a_clean_bye() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_answer.xml", &[]);
+    let report = dial(&sipp, false, Duration::from_secs(20)).await;
+    assert_eq!(report.outcome, Outcome::Completed);
+    let sdp = String::from_utf8(report.answer.expect("an SDP answer")).unwrap();
+    assert!(sdp.contains("PCMA/8000"), "{sdp}");
+    assert!(sipp.finished_ok(), "SIPp did not get ACK and BYE");
+}
+
+#[tokio::test]
+async fn a_401_challenge_is_answered_with_digest_credentials() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_auth.xml", &[]);
+    let report = dial(&sipp, true, Duration::from_secs(20)).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Completed,
+        "SIPp refused our credentials"
+    );
+    assert!(report.answer.is_some());
+    assert!(sipp.finished_ok());
+
+    // wrong password: SIPp's check fails and it answers 403
+    let sipp = Sipp::start("uas_auth.xml", &[]);
+    let mut cfg = trunk(true);
+    cfg.port = sipp.addr.port();
+    cfg.password = Some("wrong".into());
+    let report = call(
+        cfg,
+        sipp.addr,
+        "+15551230001",
+        "+15550009999",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Failed { status: 403, .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert!(sipp.finished_ok());
+}
+
+/// An agent that counts the messages it gets, by event.
+async fn counting_agent() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use futures_util::StreamExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) =
+                    ws.next().await
+                {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    let event = v["event"].as_str().unwrap_or("").to_string();
+                    *s.lock().unwrap().entry(event).or_insert(0) += 1;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// SIPp answers and plays 7 s of speech (its `g711a.pcap`): the RTP is
+/// decoded, AMD decides on it, the agent (started at answer) hears it as
+/// Twilio-style media, and the call ends at its maximum duration with a
+/// BYE SIPp accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
+    use dialgate::call::session::{AgentStart, MachineAction, SessionConfig};
+    use dialgate::carrier::sip::call::{G711, SipCallConfig, run};
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_speech.xml", &[]);
+    let (agent, seen) = counting_agent().await;
+    let mut trunk = trunk(false);
+    trunk.port = sipp.addr.port();
+    let cfg = SipCallConfig {
+        trunk,
+        trunk_addr: sipp.addr,
+        ring_timeout: Duration::from_secs(20),
+        session: SessionConfig {
+            agent_start: AgentStart::Immediate,
+            machine_action: MachineAction::EndCall,
+            max_duration_ms: 6000,
+            ..SessionConfig::default()
+        },
+        agent_url: format!("ws://{agent}/"),
+        agent_audio: Default::default(),
+        agent_connect_timeout: Duration::from_secs(3),
+        llm: None,
+        engine: None,
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(cfg, "+15551230001", "+15550009999"),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the call runs");
+    eprintln!("{report:?}");
+    assert_eq!(report.media.map(|m| m.codec), Some(G711::Pcma));
+    assert!(
+        report.frames_in > 100,
+        "{} frames of RTP decoded",
+        report.frames_in
+    );
+    let answered_by = report.answered_by.clone().expect("AMD decided");
+    assert_ne!(answered_by, "unknown", "speech is not silence");
+    let media_at_agent = seen.lock().unwrap().get("media").copied().unwrap_or(0);
+    assert!(
+        media_at_agent > 75,
+        "the agent heard {media_at_agent} frames"
+    );
+    assert!(seen.lock().unwrap().get("start").is_some());
+    assert!(report.end_type.is_some());
+    assert!(sipp.finished_ok(), "SIPp did not get a clean BYE");
+}
+
+fn media_call(sipp: &Sipp, agent: SocketAddr) -> dialgate::carrier::sip::call::SipCallConfig {
+    use dialgate::call::session::{AgentStart, SessionConfig};
+    let mut trunk = trunk(false);
+    trunk.port = sipp.addr.port();
+    dialgate::carrier::sip::call::SipCallConfig {
+        trunk,
+        trunk_addr: sipp.addr,
+        ring_timeout: Duration::from_secs(20),
+        session: SessionConfig {
+            agent_start: AgentStart::Immediate,
+            max_duration_ms: 3000,
+            ..SessionConfig::default()
+        },
+        agent_url: format!("ws://{agent}/"),
+        agent_audio: Default::default(),
+        agent_connect_timeout: Duration::from_secs(3),
+        llm: None,
+        engine: None,
+    }
+}
+
+/// The callee presses 1 (RFC 4733 from SIPp's `dtmf_2833_1.pcap`): the agent
+/// gets Twilio's `dtmf` message once, though the end packet comes thrice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digit_pressed_by_the_callee_reaches_the_agent() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_dtmf.xml", &[]);
+    let (agent, seen) = counting_agent().await;
+    let report =
+        dialgate::carrier::sip::call::run(media_call(&sipp, agent), "+15551230001", "+15550009999")
+            .await
+            .unwrap();
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert_eq!(
+        seen.lock().unwrap().get("dtmf").copied(),
+        Some(1),
+        "{report:?}"
+    );
+    assert!(sipp.finished_ok());
+}
+
+/// With the echo agent, its prompt goes back to the callee as RTP, paced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_audio_goes_back_as_rtp() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_speech.xml", &[]);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = l.local_addr().unwrap();
+    tokio::spawn(dialgate::agent::echo::serve(l));
+    let t0 = Instant::now();
+    let report =
+        dialgate::carrier::sip::call::run(media_call(&sipp, agent), "+15551230001", "+15550009999")
+            .await
+            .unwrap();
+    // 3 s of call: the prompt (0.8 s) then the echo of what it hears
+    assert!(report.frames_out >= 60, "{report:?}");
+    assert!(report.frames_out <= 160, "paced, not a burst: {report:?}");
+    assert!(t0.elapsed() >= Duration::from_secs(3));
+    assert!(sipp.finished_ok());
+}
