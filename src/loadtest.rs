@@ -151,7 +151,8 @@ fn proc_sample(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
-fn clock_ticks_per_s() -> f64 {
+/// Clock ticks per second of `/proc/<pid>/stat` CPU times.
+pub fn clock_ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }

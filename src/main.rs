@@ -91,6 +91,25 @@ enum Command {
         #[arg(long)]
         leave_message: Option<String>,
     },
+    /// N concurrent outbound SIP calls with media against a trunk (e.g. a
+    /// SIPp UAS playing speech), through AMD and the in-process echo agent.
+    SipLoad {
+        /// The trunk's address.
+        #[arg(long)]
+        trunk: std::net::SocketAddr,
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Seconds each call lasts once answered.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds over which calls start.
+        #[arg(long, default_value_t = 5)]
+        ramp: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Built-in agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -954,6 +973,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(kib) = r.gateway_kib_per_stream {
                     println!("gateway memory: {kib:.0} KiB per stream");
                 }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::SipLoad {
+            trunk,
+            calls,
+            duration,
+            ramp,
+            json,
+        } => {
+            let cfg = dialgate::carrier::sip::load::SipLoadConfig {
+                trunk,
+                calls,
+                duration: std::time::Duration::from_secs(duration),
+                ramp: std::time::Duration::from_secs(ramp),
+            };
+            let r = tokio::runtime::Runtime::new()?
+                .block_on(dialgate::carrier::sip::load::sip_load(cfg))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} calls: {} completed, {} failed{}",
+                    r.calls,
+                    r.completed,
+                    r.failed,
+                    r.first_failure
+                        .as_deref()
+                        .map(|f| format!(" (first: {f})"))
+                        .unwrap_or_default()
+                );
+                println!(
+                    "RTP: {} frames in, {} out, {} lost; jitter median {:.2} ms, worst {:.2} ms; AMD decided on {}",
+                    r.frames_in,
+                    r.frames_out,
+                    r.frames_lost,
+                    r.jitter_ms.0,
+                    r.jitter_ms.1,
+                    r.amd_decided
+                );
+                println!("CPU: {:.0} µs per call-second", r.cpu_us_per_call_s);
             }
             ExitCode::SUCCESS
         }

@@ -148,12 +148,17 @@ async fn final_responses_map_to_outcomes() {
         return;
     }
     type Check = fn(&Outcome) -> bool;
-    let cases: [(&str, &str, Check); 4] = [
+    let cases: [(&str, &str, Check); 5] = [
         ("486", "Busy Here", |o| *o == Outcome::Busy),
         ("603", "Decline", |o| *o == Outcome::Declined),
         ("480", "Temporarily Unavailable", |o| {
             *o == Outcome::NoAnswer
         }),
+        (
+            "488",
+            "Not Acceptable Here",
+            |o| matches!(o, Outcome::Failed { status: 488, reason } if reason.contains("no common codec")),
+        ),
         (
             "404",
             "Not Found",

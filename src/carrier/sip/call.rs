@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::rtp::{self, DtmfReceiver, JitterBuffer, Latch, RtpHeader, TelephoneEvent};
+use super::rtp::{
+    self, DtmfReceiver, JitterBuffer, JitterEstimator, Latch, RtpHeader, TelephoneEvent,
+};
 use super::uac::{Dial, Outcome, SipError, TrunkConfig, Uac, UacEvent};
 use crate::agent::bridge::AgentAudio;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
@@ -123,6 +125,8 @@ pub struct SipCallReport {
     pub frames_lost: u64,
     /// Datagrams ignored (malformed, or from a stranger).
     pub ignored: u64,
+    /// RFC 3550 interarrival jitter of the callee's RTP at the end, ms.
+    pub jitter_ms: f64,
     /// The AMD outcome, if decided.
     pub answered_by: Option<String>,
     /// The session's end type, if it ran.
@@ -153,6 +157,7 @@ struct Media {
     pending: [u8; 4 * FRAME_SAMPLES],
     pending_len: usize,
     dtmf: DtmfReceiver,
+    arrival: JitterEstimator,
     out: RtpHeader,
     media_ms: u64,
 }
@@ -195,6 +200,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
         frames_out: 0,
         frames_lost: 0,
         ignored: 0,
+        jitter_ms: 0.0,
         answered_by: None,
         end_type: None,
     };
@@ -224,6 +230,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                             pending: [0; 4 * FRAME_SAMPLES],
                             pending_len: 0,
                             dtmf: DtmfReceiver::default(),
+                            arrival: JitterEstimator::default(),
                             out: RtpHeader {
                                 pt: match neg.codec {
                                     G711::Pcmu => 0,
@@ -368,6 +375,8 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                     report.ignored += 1;
                     continue;
                 }
+                m.arrival.push(epoch.elapsed().as_micros() as u64, h.ts);
+                report.jitter_ms = m.arrival.ms();
                 m.jitter.push(h.seq, payload);
                 // Packets may carry 10 to 60 ms: re-frame into 20 ms.
                 while let Some(bytes) = m.jitter.pop() {

@@ -12,5 +12,6 @@
 
 pub mod call;
 pub mod driver;
+pub mod load;
 pub mod rtp;
 pub mod uac;

@@ -212,6 +212,34 @@ impl Latch {
     }
 }
 
+/// RFC 3550 interarrival jitter (§6.4.1, A.8): how much the spacing of
+/// arrivals departs from the spacing of RTP timestamps, smoothed over 16
+/// packets. Arrival times come from the driver's monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JitterEstimator {
+    last: Option<(u64, u32)>,
+    /// in timestamp units (1/8 ms at 8 kHz)
+    j: f64,
+}
+
+impl JitterEstimator {
+    /// A packet with timestamp `ts` arrived at `arrival_us`.
+    pub fn push(&mut self, arrival_us: u64, ts: u32) {
+        if let Some((r0, s0)) = self.last {
+            let r = (arrival_us as f64 - r0 as f64) * 8000.0 / 1e6;
+            let s = f64::from(ts.wrapping_sub(s0) as i32);
+            let d = (r - s).abs();
+            self.j += (d - self.j) / 16.0;
+        }
+        self.last = Some((arrival_us, ts));
+    }
+
+    /// The current estimate, ms (8 kHz clock).
+    pub fn ms(&self) -> f64 {
+        self.j / 8.0
+    }
+}
+
 /// Packets per jitter window: about 60 ms of reordering tolerance at 20 ms
 /// packetisation.
 const WINDOW: usize = 4;
@@ -414,6 +442,22 @@ mod tests {
         assert!(l.on_packet("10.0.0.5:4010".parse().unwrap()));
         assert_eq!(l.target(), "10.0.0.5:4010".parse().unwrap());
         assert!(!l.on_packet("10.0.0.5:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn interarrival_jitter_follows_rfc_3550() {
+        let mut j = JitterEstimator::default();
+        for k in 0..100u64 {
+            j.push(k * 20_000, (k * 160) as u32);
+        }
+        assert!(j.ms() < 1e-9, "perfect pacing has no jitter");
+        // every other packet 4 ms late: |D| alternates 4 ms → J tends to 4
+        let mut j = JitterEstimator::default();
+        for k in 0..400u64 {
+            let late = if k % 2 == 1 { 4000 } else { 0 };
+            j.push(k * 20_000 + late, (k * 160) as u32);
+        }
+        assert!((j.ms() - 4.0).abs() < 0.1, "{}", j.ms());
     }
 
     #[test]
