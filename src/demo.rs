@@ -106,6 +106,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         auth_token: token.clone(),
         rules,
         log: Some(dir.join("sim-dials.jsonl")),
+        record_dir: None,
     };
     tokio::spawn(sim::serve(sim_listener, sim_cfg));
 

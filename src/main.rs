@@ -124,6 +124,9 @@ enum Command {
         /// Append every accepted dial here (JSON lines).
         #[arg(long)]
         log: Option<std::path::PathBuf>,
+        /// Write what each answered call heard here, as `<CallSid>.wav`.
+        #[arg(long)]
+        record_dir: Option<std::path::PathBuf>,
         /// Account SID it accepts.
         #[arg(long, default_value = "ACsim")]
         account_sid: String,
@@ -792,6 +795,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             rules,
             log,
+            record_dir,
             account_sid,
             auth_token,
         } => {
@@ -801,6 +805,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 auth_token,
                 rules,
                 log,
+                record_dir,
             };
             tokio::runtime::Runtime::new()?.block_on(dialgate::carrier::sim::run(listen, cfg))?;
             ExitCode::SUCCESS

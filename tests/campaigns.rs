@@ -50,6 +50,7 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
             auth_token: "tok".into(),
             rules: sim::Rules { rules },
             log: Some(sim_log.clone()),
+            record_dir: Some(dir.path().to_path_buf()),
         },
     ));
     let sim = TwilioConfig {
@@ -491,6 +492,20 @@ async fn a_human_call_completes_with_amd_and_conversation() {
     assert_eq!(c["conversation"]["end_type"], "user_hangup");
     assert!(c["conversation"]["conversation_id"].is_string());
     assert_eq!(c["conversation"]["turns"][0]["role"], "agent");
+    // The sim recorded what the callee heard: the agent's "Hello." and more.
+    let sid = c["provider_call_id"].as_str().expect("a provider call id");
+    let heard = std::fs::read(r._dir.path().join(format!("{sid}.wav"))).unwrap();
+    let mut wav = dialgate::audio::wav::WavReader::new(&heard[..]).unwrap();
+    let mut frames = 0;
+    let mut loud = 0;
+    while let Some(f) = wav.next_frame().unwrap() {
+        frames += 1;
+        loud += usize::from(f.rms_dbfs() > -40.0);
+    }
+    assert!(
+        frames >= 30 && loud >= 10,
+        "{frames} frames heard, {loud} loud"
+    );
     for k in [
         "created_at",
         "enqueued_at",

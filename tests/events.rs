@@ -188,6 +188,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
             auth_token: "tok".into(),
             rules: sim::Rules { rules },
             log: None,
+            record_dir: None,
         },
     ));
     let mut carriers = HashMap::new();

@@ -2,7 +2,7 @@
 //! shape (`Calls.json` create / fetch / list, hang-up by `Status=completed`),
 //! sends signed status callbacks, and for answered calls connects back to
 //! the stream URL in the TwiML as Twilio would, playing a WAV in real time
-//! and counting what it hears. Which scenario a destination gets comes from
+//! and recording what it hears (`record_dir`: one WAV per call). Which scenario a destination gets comes from
 //! a rules file (longest prefix wins): `human`, `voicemail`, `busy`,
 //! `no_answer`, `declined` or `failed`.
 //!
@@ -158,6 +158,7 @@ struct Sim {
     rules: Rules,
     calls: Mutex<HashMap<String, (SimCall, watch::Sender<bool>)>>,
     log: Option<Mutex<std::fs::File>>,
+    record_dir: Option<PathBuf>,
     http: reqwest::Client,
     seq: std::sync::atomic::AtomicU64,
 }
@@ -173,6 +174,8 @@ pub struct SimConfig {
     pub rules: Rules,
     /// Dial log (JSON lines).
     pub log: Option<PathBuf>,
+    /// Where to write what each answered call heard (`<CallSid>.wav`).
+    pub record_dir: Option<PathBuf>,
 }
 
 /// The simulator's routes.
@@ -190,6 +193,7 @@ pub fn router(cfg: SimConfig) -> std::io::Result<Router> {
         account_sid: cfg.account_sid,
         auth_token: cfg.auth_token,
         rules: cfg.rules,
+        record_dir: cfg.record_dir,
         calls: Mutex::new(HashMap::new()),
         log,
         http: reqwest::Client::builder()
@@ -523,7 +527,15 @@ async fn run_call(
     }
     callback(&sim, cb, &sid, "in-progress", &[]).await;
     let started = tokio::time::Instant::now();
-    let heard = play(&sid, &rule, &stream_url, &params, &mut hangup).await;
+    let (heard, audio) = play(&sid, &rule, &stream_url, &params, &mut hangup).await;
+    if let Some(dir) = &sim.record_dir {
+        // what the callee heard, for a user to listen to
+        let pcm: Vec<i16> = audio.iter().map(|&b| g711::ulaw_decode(b)).collect();
+        let path = dir.join(format!("{sid}.wav"));
+        if let Err(e) = std::fs::write(&path, crate::audio::wav::to_wav_bytes(8000, &pcm)) {
+            tracing::warn!(path = %path.display(), error = %e, "sim: cannot write the recording");
+        }
+    }
     if let Some((c, _)) = sim
         .calls
         .lock()
@@ -563,7 +575,7 @@ async fn play(
     url: &str,
     params: &HashMap<String, String>,
     hangup: &mut watch::Receiver<bool>,
-) -> u64 {
+) -> (u64, Vec<u8>) {
     let frames = rule.wav.as_deref().map(frames_of).unwrap_or_default();
     let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
         url,
@@ -573,7 +585,7 @@ async fn play(
     .await
     else {
         tracing::warn!(%sid, "sim: cannot connect to the stream URL");
-        return 0;
+        return (0, Vec::new());
     };
     let (mut tx, mut rx) = ws.split();
     let stream_sid = format!("MZ{}", &sid[2..]);
@@ -589,7 +601,7 @@ async fn play(
         .is_err()
         || tx.send(Message::text(start.to_string())).await.is_err()
     {
-        return 0;
+        return (0, Vec::new());
     }
     let silence = [0xFFu8; FRAME_SAMPLES];
     let total =
@@ -597,6 +609,8 @@ async fn play(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n: u64 = 0;
     let mut heard = 0u64;
+    let mut audio: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
     let mut gateway_ended = false;
     loop {
         tokio::select! {
@@ -613,7 +627,12 @@ async fn play(
             }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => match stream::parse(t.as_str()) {
-                    Ok(stream::StreamEvent::Media { .. }) => heard += 1,
+                    Ok(stream::StreamEvent::Media { payload, .. }) => {
+                        heard += 1;
+                        if let Ok(n) = stream::decode_payload(&payload, &mut buf) {
+                            audio.extend_from_slice(&buf[..n]);
+                        }
+                    }
                     // Twilio returns a mark once the audio before it has
                     // played; the gateway paces in real time, so now is close.
                     Ok(stream::StreamEvent::Mark { name, .. }) => {
@@ -634,7 +653,7 @@ async fn play(
         let _ = tx.send(Message::text(stop.to_string())).await;
     }
     let _ = tx.close().await;
-    heard
+    (heard, audio)
 }
 
 /// Extracts the `<Stream url>` and its `<Parameter>`s from TwiML. Enough of
