@@ -35,6 +35,8 @@ pub struct AppConfig {
     pub default_agent_audio: crate::agent::bridge::AgentAudio,
     /// The LLM that AMD escalates to when a campaign asks for verification.
     pub llm: Option<Arc<crate::detect::llm::LlmVerifier>>,
+    /// The SIP trunk, for caller numbers whose carrier is `sip`.
+    pub sip: Option<crate::engine::SipTrunk>,
     /// Session for streams that belong to no campaign.
     pub default_session: SessionConfig,
     /// How often the dialer looks for due attempts.
@@ -77,6 +79,11 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
         EngineConfig {
             public_url: public_url.clone(),
             carriers,
+            // the trunk's calls verify with the same LLM as Twilio's
+            sip: cfg.sip.clone().map(|mut t| {
+                t.llm = t.llm.or_else(|| cfg.llm.clone());
+                t
+            }),
             tick: cfg.tick,
         },
     );

@@ -127,6 +127,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         default_agent_url: agent_url.clone(),
         default_agent_audio: Default::default(),
         llm: None,
+        sip: None,
         default_session: Default::default(),
         tick: Duration::from_millis(100),
         delivery: Default::default(),

@@ -17,6 +17,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::call::session::SessionConfig;
 use crate::campaign::{CallerNumber, CampaignSpec, CampaignState, phone};
+use tracing::Instrument;
+
 use crate::carrier::twilio::rest::{Dial, TwilioClient, map_status};
 use crate::dialer::{Dialer, Verdict, retry_at};
 use crate::store::{CallRow, CallStatus, Patch, Store, StoreError};
@@ -29,8 +31,21 @@ pub struct EngineConfig {
     pub public_url: String,
     /// Carrier clients by name (`twilio`, `sim`).
     pub carriers: HashMap<String, TwilioClient>,
+    /// The SIP trunk (carrier `sip`), if configured.
+    pub sip: Option<SipTrunk>,
     /// How often to look for due attempts.
     pub tick: Duration,
+}
+
+/// A SIP trunk calls are placed through.
+#[derive(Debug, Clone)]
+pub struct SipTrunk {
+    /// Host, credentials, from domain.
+    pub trunk: crate::carrier::sip::uac::TrunkConfig,
+    /// Where to send to.
+    pub addr: std::net::SocketAddr,
+    /// The LLM verifier for campaigns that ask for it.
+    pub llm: Option<Arc<crate::detect::llm::LlmVerifier>>,
 }
 
 /// A fact about a live call, reported by the media gateway.
@@ -278,6 +293,10 @@ impl Engine {
     async fn dial(self: Arc<Self>, call: CallRow, spec: CampaignSpec, number: CallerNumber) {
         let span = tracing::info_span!("dial", call_queue_id = %call.id, to = %phone::redact(&call.to_number));
         let _g = span.enter();
+        if number.carrier == "sip" {
+            drop(_g);
+            return self.dial_sip(call, spec, number).instrument(span).await;
+        }
         let Some(client) = self.cfg.carriers.get(&number.carrier) else {
             self.fail(
                 &call,
@@ -324,6 +343,71 @@ impl Engine {
                 tracing::warn!(error = %e, "carrier refused the call");
                 self.fail(&call, format!("provider_error: {e}"));
             }
+        }
+        self.wake();
+    }
+
+    /// A call through the SIP trunk. The task that places it also carries
+    /// its media (the same call session as a Twilio stream, reporting the
+    /// same facts); the SIP outcome of an unanswered call is applied here
+    /// like a Twilio status, retries included.
+    async fn dial_sip(self: Arc<Self>, call: CallRow, spec: CampaignSpec, number: CallerNumber) {
+        let Some(trunk) = self.cfg.sip.clone() else {
+            self.fail(&call, "provider_error: no SIP trunk is configured".into());
+            return;
+        };
+        let Some(setup) = self.setup(&call.id) else {
+            return;
+        };
+        // Initiated before the INVITE leaves: after a crash an attempt in
+        // `initiated` on the SIP trunk is never dialled again.
+        if let Err(e) =
+            self.store
+                .transition(&call.id, CallStatus::Initiated, now_ms(), &Patch::default())
+        {
+            tracing::error!(error = %e, "cannot mark the SIP attempt initiated");
+            return;
+        }
+        let cfg = crate::carrier::sip::call::SipCallConfig {
+            trunk: trunk.trunk,
+            trunk_addr: trunk.addr,
+            ring_timeout: Duration::from_secs(u64::from(spec.limits.ring_timeout_seconds)),
+            session: setup.session,
+            agent_url: setup.agent_url,
+            agent_audio: setup.agent_audio,
+            agent_connect_timeout: Duration::from_secs(5),
+            llm: trunk.llm,
+            engine: Some((self.clone(), call.id.clone())),
+        };
+        let report = crate::carrier::sip::call::run(cfg, &call.to_number, &number.number).await;
+        let now = now_ms();
+        let Ok(Some(row)) = self.store.call(&call.id) else {
+            return;
+        };
+        use crate::carrier::sip::uac::Outcome;
+        let (status, sip) = match report {
+            Ok(r) => match r.outcome {
+                // answered: the session's own end fact completes it
+                Outcome::Completed if r.media.is_some() => {
+                    self.wake();
+                    return;
+                }
+                Outcome::Completed => (CallStatus::Failed, None),
+                Outcome::Busy => (CallStatus::Busy, None),
+                Outcome::Declined => (CallStatus::Declined, None),
+                Outcome::NoAnswer => (CallStatus::Missed, None),
+                Outcome::Failed { status, reason } => {
+                    tracing::warn!(%reason, "SIP call failed");
+                    (CallStatus::Failed, Some(status))
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "SIP call could not run");
+                (CallStatus::Failed, None)
+            }
+        };
+        if let Err(e) = self.apply(&row, status, sip, now) {
+            tracing::error!(error = %e, "cannot record the SIP outcome");
         }
         self.wake();
     }
@@ -524,6 +608,16 @@ impl Engine {
     pub async fn reconcile(&self) -> Result<(), StoreError> {
         let now = now_ms();
         for call in self.store.in_flight()? {
+            if call.provider.as_deref() == Some("sip") {
+                // A SIP call's signalling and media lived in the old
+                // process: whatever state it reached, it is gone. It may
+                // have rung, so it is not dialled again.
+                self.fail(
+                    &call,
+                    "interrupted: dialgate stopped during the SIP call".into(),
+                );
+                continue;
+            }
             let Some(client) = call
                 .provider
                 .as_ref()

@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Check everything loaded at run time: ONNX Runtime, models, Opus.
@@ -46,6 +48,18 @@ enum Command {
         /// The audio that agent speaks: mulaw_8000, l16_16000 or l16_24000.
         #[arg(long, env = "DIALGATE_AGENT_AUDIO", default_value = "mulaw_8000")]
         agent_audio: dialgate::agent::bridge::AgentAudio,
+        /// SIP trunk address (host:port): enables the `sip` carrier.
+        #[arg(long, env = "DIALGATE_SIP_TRUNK")]
+        sip_trunk: Option<String>,
+        /// SIP digest username.
+        #[arg(long, env = "DIALGATE_SIP_USERNAME")]
+        sip_username: Option<String>,
+        /// SIP digest password.
+        #[arg(long, env = "DIALGATE_SIP_PASSWORD", hide_env_values = true)]
+        sip_password: Option<String>,
+        /// Domain of our From URI (default: the trunk's host).
+        #[arg(long)]
+        sip_from_domain: Option<String>,
         /// Twilio account SID: enables the `twilio` carrier.
         #[arg(long, env = "TWILIO_ACCOUNT_SID")]
         twilio_account_sid: Option<String>,
@@ -704,6 +718,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             agent_url,
             agent_audio,
+            sip_trunk,
+            sip_username,
+            sip_password,
+            sip_from_domain,
             twilio_account_sid,
             twilio_auth_token,
             twilio_api_url,
@@ -747,6 +765,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 carriers,
                 default_agent_url: agent_url,
                 default_agent_audio: agent_audio,
+                sip: match sip_trunk {
+                    None => None,
+                    Some(t) => {
+                        use std::net::ToSocketAddrs;
+                        let addr = t
+                            .to_socket_addrs()
+                            .with_context(|| format!("resolving the SIP trunk {t}"))?
+                            .next()
+                            .with_context(|| format!("the SIP trunk {t} has no address"))?;
+                        let host = t
+                            .rsplit_once(':')
+                            .map_or(t.as_str(), |(h, _)| h)
+                            .to_string();
+                        Some(dialgate::engine::SipTrunk {
+                            trunk: dialgate::carrier::sip::uac::TrunkConfig {
+                                host,
+                                port: addr.port(),
+                                username: sip_username,
+                                password: sip_password,
+                                from_domain: sip_from_domain,
+                            },
+                            addr,
+                            llm: None,
+                        })
+                    }
+                },
                 // AMD's LLM verification (campaigns opt in): configured from
                 // DIALGATE_LLM_BASE_URL / _MODEL / _API_KEY or OPENAI_API_KEY.
                 llm: {

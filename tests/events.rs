@@ -201,6 +201,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
         default_agent_url: agent_url,
         default_agent_audio: Default::default(),
         llm: None,
+        sip: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
         delivery: DeliveryConfig {

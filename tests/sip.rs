@@ -405,3 +405,110 @@ async fn the_agents_audio_goes_back_as_rtp() {
     assert!(t0.elapsed() >= Duration::from_secs(3));
     assert!(sipp.finished_ok());
 }
+
+/// A campaign whose caller number's carrier is `sip`: the dialer places the
+/// attempt through the trunk, and it ends with the same statuses, AMD
+/// result and conversation as a Twilio call. A busy callee is `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_dials_through_the_sip_trunk() {
+    use dialgate::app::{self, AppConfig};
+    use serde_json::{Value, json};
+    if !have_sipp() {
+        return;
+    }
+    for (scenario, keys, want) in [
+        ("uas_speech.xml", &[][..], "completed"),
+        (
+            "uas_final.xml",
+            &[("status", "486"), ("reason", "Busy Here")][..],
+            "busy",
+        ),
+    ] {
+        let sipp = Sipp::start(scenario, keys);
+        let dir = tempfile::tempdir().unwrap();
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("ws://{}/", echo.local_addr().unwrap());
+        tokio::spawn(dialgate::agent::echo::serve(echo));
+        let mut trunk = trunk(false);
+        trunk.port = sipp.addr.port();
+        let app = app::start(AppConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db: dir.path().join("q.db"),
+            public_url: None,
+            carriers: Default::default(),
+            default_agent_url: agent_url.clone(),
+            default_agent_audio: Default::default(),
+            llm: None,
+            sip: Some(dialgate::engine::SipTrunk {
+                trunk,
+                addr: sipp.addr,
+                llm: None,
+            }),
+            default_session: Default::default(),
+            tick: Duration::from_millis(50),
+            delivery: Default::default(),
+        })
+        .await
+        .unwrap();
+        let (_, key) = app.store.create_api_key(0).unwrap();
+        let base = format!("http://{}", app.addr);
+        let http = reqwest::Client::new();
+        let post = |path: &str, body: Value| {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+        };
+        let r = post(
+            "/v1/campaigns",
+            json!({"name": "sip", "agent": {"url": agent_url, "script": "opening"},
+                   "numbers": {"default": {"id": "trunk", "number": "+12015550100", "carrier": "sip"}},
+                   "amd": {"enabled": true, "action": "end_call"},
+                   "calling_window": {"start": "00:00", "end": "24:00"},
+                   "limits": {"max_duration_seconds": 10}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        let cid = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = post(
+            "/v1/calls",
+            json!({"campaign_id": cid, "to": "+12015550123"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["call_queue_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t0 = Instant::now();
+        let call = loop {
+            let c: Value = http
+                .get(format!("{base}/v1/calls/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if ["completed", "busy", "failed", "missed", "declined"]
+                .contains(&c["status"].as_str().unwrap_or(""))
+            {
+                break c;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{c:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(call["status"], want, "{call:#}");
+        if want == "completed" {
+            assert!(call["answered_by"].is_string(), "{call:#}");
+            assert!(call["conversation"]["end_type"].is_string(), "{call:#}");
+        }
+        assert!(sipp.finished_ok(), "{scenario}");
+    }
+}

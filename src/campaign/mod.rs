@@ -669,10 +669,10 @@ fn check_number(
         Ok(e) => n.number = e,
         Err(e) => errs.push(FieldError::new(format!("{field}.number"), e.to_string())),
     }
-    if !matches!(n.carrier.as_str(), "twilio" | "sim") {
+    if !matches!(n.carrier.as_str(), "twilio" | "sim" | "sip") {
         errs.push(FieldError::new(
             format!("{field}.carrier"),
-            "must be `twilio` or `sim`",
+            "must be `twilio`, `sim` or `sip` (the SIP trunk)",
         ));
     }
 }
