@@ -51,6 +51,8 @@ pub struct SipTrunk {
 /// A fact about a live call, reported by the media gateway.
 #[derive(Debug, Clone)]
 pub enum CallFact {
+    /// The callee's phone rings (a SIP 180/183; Twilio says so by callback).
+    Ringing,
     /// Audio flows.
     Answered,
     /// An AMD decision (`machine_start` then `machine_end_*` may both come).
@@ -513,6 +515,10 @@ impl Engine {
     fn apply_fact(&self, id: &str, fact: CallFact) -> Result<(), StoreError> {
         let now = now_ms();
         match fact {
+            CallFact::Ringing => {
+                self.store
+                    .transition(id, CallStatus::Ringing, now, &Patch::default())?;
+            }
             CallFact::Answered => {
                 self.store
                     .set_conversation_start(id, &uuid::Uuid::new_v4().to_string(), now)?;

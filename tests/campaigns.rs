@@ -170,10 +170,13 @@ impl Rig {
         }
     }
 
+    /// The sim's dial log; a last line still being written (no newline
+    /// yet) is left for the next read.
     fn dials(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.sim_log)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }

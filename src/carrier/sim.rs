@@ -308,7 +308,8 @@ async fn create(
     if let Some(log) = &sim.log {
         let line = serde_json::json!({"sid": sid, "to": call.to, "call_queue_id": call.call_queue_id, "outcome": call.outcome});
         let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(f, "{line}");
+        // one write of the whole line, so a reader never sees half of it
+        let _ = f.write_all(format!("{line}\n").as_bytes());
         let _ = f.flush();
     }
     let body = call_json(&call);

@@ -218,7 +218,12 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                 UacEvent::Send(bytes) => {
                     sip.send_to(&bytes, cfg.trunk_addr).await?;
                 }
-                UacEvent::Progress { status, .. } => report.progress.push(status),
+                UacEvent::Progress { status, .. } => {
+                    report.progress.push(status);
+                    if let Some((engine, id)) = &cfg.engine {
+                        engine.report(id, crate::engine::CallFact::Ringing);
+                    }
+                }
                 UacEvent::Answered { sdp } => match negotiate(&sdp) {
                     Ok(neg) => {
                         tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");

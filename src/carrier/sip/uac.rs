@@ -519,19 +519,28 @@ impl Uac {
 
     fn on_request(&mut self, _now: u64, req: &SipRequest) -> Result<(), SipError> {
         let method = req.method();
-        match method {
-            Method::Bye | Method::Options => {
-                let ok = rsiprtp::sip::SipResponse::builder()
-                    .status(200, "OK")
-                    .from_request(req)
-                    .build()
-                    .map_err(build_err("200"))?;
-                self.send(ok.to_bytes().to_vec());
-                if method == Method::Bye && self.state == State::Confirmed {
-                    self.end(Outcome::Completed);
-                }
-            }
-            _ => {}
+        let reply = |status: u16, reason: &str| {
+            rsiprtp::sip::SipResponse::builder()
+                .status(status, reason)
+                .from_request(req)
+        };
+        let response = match method {
+            Method::Ack => return Ok(()),
+            Method::Bye | Method::Options | Method::Update | Method::Info => reply(200, "OK"),
+            // A re-INVITE (session refresh, or the far end putting us on
+            // hold): keep the call, answering with our media as it stands.
+            Method::Invite if self.state == State::Confirmed => reply(200, "OK")
+                .contact(&self.contact())
+                .body(self.offer.clone(), "application/sdp"),
+            Method::Invite => reply(491, "Request Pending"),
+            // Anything else gets a final answer, so it is not retransmitted
+            // for 32 s.
+            _ => reply(501, "Not Implemented"),
+        };
+        let response = response.build().map_err(build_err("response"))?;
+        self.send(response.to_bytes().to_vec());
+        if method == Method::Bye && self.state == State::Confirmed {
+            self.end(Outcome::Completed);
         }
         Ok(())
     }
@@ -871,6 +880,57 @@ mod tests {
             matches!(ended, Some(Outcome::Failed { status: 401, .. })),
             "{ended:?}"
         );
+    }
+
+    #[test]
+    fn a_re_invite_keeps_the_call_and_a_bye_ends_it() {
+        let mut u = uac(30_000);
+        let invite = sent(&mut u).remove(0);
+        let ok = String::from_utf8(response(
+            &invite,
+            200,
+            "OK",
+            "Contact: <sip:uas@127.0.0.1:5090>\r\n",
+        ))
+        .unwrap();
+        u.handle_datagram(10, ok.as_bytes()).unwrap();
+        let out = sent(&mut u);
+        assert!(out[0].starts_with("ACK sip:uas@127.0.0.1:5090"), "{out:?}");
+        // the far end refreshes the session: From and To swap roles
+        let from = invite
+            .lines()
+            .find(|l| l.starts_with("From:"))
+            .unwrap()
+            .replace("From:", "To:");
+        let call_id = u.call_id().to_string();
+        let request = |method: &str, cseq: u32| {
+            format!(
+                "{method} sip:+15550009999@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKfar{cseq}\r\n\
+                 From: <sip:+15551230001@127.0.0.1>;tag=uas1\r\n{from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+                call_id
+            )
+        };
+        u.handle_datagram(20, request("INVITE", 7).as_bytes())
+            .unwrap();
+        let out = sent(&mut u);
+        assert!(out[0].starts_with("SIP/2.0 200 OK"), "{out:?}");
+        assert!(out[0].contains("m=audio 40000"), "answered with our media");
+        assert!(!u.is_done());
+        u.handle_datagram(30, request("REFER", 8).as_bytes())
+            .unwrap();
+        assert!(sent(&mut u)[0].starts_with("SIP/2.0 501"));
+        u.handle_datagram(40, request("BYE", 9).as_bytes()).unwrap();
+        let mut ended = None;
+        let mut replies = Vec::new();
+        while let Some(e) = u.poll_event() {
+            match e {
+                UacEvent::Send(b) => replies.push(String::from_utf8(b).unwrap()),
+                UacEvent::Ended(o) => ended = Some(o),
+                _ => {}
+            }
+        }
+        assert!(replies[0].starts_with("SIP/2.0 200 OK"));
+        assert_eq!(ended, Some(Outcome::Completed));
     }
 
     #[test]
