@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::agent::bridge::AgentAudio;
+use crate::agent::side::AgentSide;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
-use crate::call::agent_side::AgentSide;
 use crate::call::session::{CallSession, CarrierOut, SessionConfig};
 use crate::carrier::twilio::{signature, stream};
 use crate::detect::llm::LlmVerifier;

@@ -1,4 +1,3 @@
 //! Calls: the per-call state machine every carrier drives.
 
-pub mod agent_side;
 pub mod session;

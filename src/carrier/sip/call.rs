@@ -17,8 +17,8 @@ use super::rtp::{
 };
 use super::uac::{Dial, Outcome, SipError, TrunkConfig, Uac, UacEvent};
 use crate::agent::bridge::AgentAudio;
+use crate::agent::side::AgentSide;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
-use crate::call::agent_side::AgentSide;
 use crate::call::session::{CallSession, CarrierOut, SessionConfig};
 use crate::detect::llm::LlmVerifier;
 use crate::engine::Engine;

@@ -2,9 +2,10 @@
 //! agent link (connected in its own task so a slow agent never stalls the
 //! carrier, with callee audio kept meanwhile), the LLM verifier's request,
 //! and the facts reported to the campaign engine. The Twilio stream
-//! (`server.rs`) and the SIP call (`carrier/sip/media.rs`) each own one
+//! (`server.rs`) and the SIP call (`carrier/sip/call.rs`) each own one
 //! beside their carrier socket; the [`CallSession`] decides, this only
-//! carries out.
+//! carries out. A driver (it spawns and holds sockets), so it lives here
+//! rather than beside the sans-IO session in `src/call`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
