@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dialgate::carrier::sip::driver::{CallReport, call};
+use dialgate::carrier::sip::call::{SipCallConfig, SipCallReport, run};
 use dialgate::carrier::sip::uac::{Outcome, TrunkConfig};
 
 fn have_sipp() -> bool {
@@ -123,19 +123,42 @@ fn trunk(auth: bool) -> TrunkConfig {
     }
 }
 
-async fn dial(sipp: &Sipp, auth: bool, ring: Duration) -> CallReport {
-    let mut cfg = trunk(auth);
-    cfg.port = sipp.addr.port();
+/// A call through SIPp with the gateway's own call driver. Answered calls
+/// end at `max_ms` (the session's maximum duration) with our BYE.
+fn sip_call(
+    sipp: &Sipp,
+    trunk: TrunkConfig,
+    ring: Duration,
+    agent: &str,
+    max_ms: u64,
+) -> SipCallConfig {
+    use dialgate::call::session::{AgentStart, SessionConfig};
+    SipCallConfig {
+        trunk: TrunkConfig {
+            port: sipp.addr.port(),
+            ..trunk
+        },
+        trunk_addr: sipp.addr,
+        ring_timeout: ring,
+        session: SessionConfig {
+            agent_start: AgentStart::Immediate,
+            max_duration_ms: max_ms,
+            ..SessionConfig::default()
+        },
+        agent_url: agent.to_string(),
+        agent_audio: Default::default(),
+        agent_connect_timeout: Duration::from_secs(3),
+        llm: None,
+        engine: None,
+    }
+}
+
+/// Signalling checks: no agent answers (and none is needed).
+async fn dial(sipp: &Sipp, trunk: TrunkConfig, ring: Duration) -> SipCallReport {
+    let cfg = sip_call(sipp, trunk, ring, "ws://127.0.0.1:9/", 300);
     tokio::time::timeout(
         Duration::from_secs(45),
-        call(
-            cfg,
-            sipp.addr,
-            "+15551230001",
-            "+15550009999",
-            ring,
-            Duration::from_millis(300),
-        ),
+        run(cfg, "+15551230001", "+15550009999"),
     )
     .await
     .expect("the call ends")
@@ -167,7 +190,7 @@ async fn final_responses_map_to_outcomes() {
     ];
     for (status, reason, ok) in cases {
         let sipp = Sipp::start("uas_final.xml", &[("status", status), ("reason", reason)]);
-        let report = dial(&sipp, false, Duration::from_secs(20)).await;
+        let report = dial(&sipp, trunk(false), Duration::from_secs(20)).await;
         assert!(ok(&report.outcome), "{status}: {:?}", report.outcome);
         assert_eq!(
             report.outcome.as_status(),
@@ -192,7 +215,7 @@ async fn ringing_forever_is_cancelled_at_the_ring_timeout() {
     }
     let sipp = Sipp::start("uas_ring_forever.xml", &[]);
     let t0 = Instant::now();
-    let report = dial(&sipp, false, Duration::from_millis(1500)).await;
+    let report = dial(&sipp, trunk(false), Duration::from_millis(1500)).await;
     let took = t0.elapsed();
     assert_eq!(report.outcome, Outcome::NoAnswer);
     assert_eq!(report.progress, vec![180]);
@@ -209,10 +232,13 @@ async fn an_answered_call_ends_with_a_clean_bye() {
         return;
     }
     let sipp = Sipp::start("uas_answer.xml", &[]);
-    let report = dial(&sipp, false, Duration::from_secs(20)).await;
+    let report = dial(&sipp, trunk(false), Duration::from_secs(20)).await;
     assert_eq!(report.outcome, Outcome::Completed);
-    let sdp = String::from_utf8(report.answer.expect("an SDP answer")).unwrap();
-    assert!(sdp.contains("PCMA/8000"), "{sdp}");
+    assert_eq!(
+        report.media.map(|m| m.codec),
+        Some(dialgate::carrier::sip::call::G711::Pcma),
+        "the SDP answer's codec"
+    );
     assert!(sipp.finished_ok(), "SIPp did not get ACK and BYE");
 }
 
@@ -222,30 +248,22 @@ async fn a_401_challenge_is_answered_with_digest_credentials() {
         return;
     }
     let sipp = Sipp::start("uas_auth.xml", &[]);
-    let report = dial(&sipp, true, Duration::from_secs(20)).await;
+    let report = dial(&sipp, trunk(true), Duration::from_secs(20)).await;
     assert_eq!(
         report.outcome,
         Outcome::Completed,
         "SIPp refused our credentials"
     );
-    assert!(report.answer.is_some());
+    assert!(report.media.is_some());
     assert!(sipp.finished_ok());
 
     // wrong password: SIPp's check fails and it answers 403
     let sipp = Sipp::start("uas_auth.xml", &[]);
-    let mut cfg = trunk(true);
-    cfg.port = sipp.addr.port();
-    cfg.password = Some("wrong".into());
-    let report = call(
-        cfg,
-        sipp.addr,
-        "+15551230001",
-        "+15550009999",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-    )
-    .await
-    .unwrap();
+    let wrong = TrunkConfig {
+        password: Some("wrong".into()),
+        ..trunk(true)
+    };
+    let report = dial(&sipp, wrong, Duration::from_secs(20)).await;
     assert!(
         matches!(report.outcome, Outcome::Failed { status: 403, .. }),
         "{:?}",
@@ -290,31 +308,20 @@ async fn counting_agent() -> (
 /// BYE SIPp accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
-    use dialgate::call::session::{AgentStart, MachineAction, SessionConfig};
-    use dialgate::carrier::sip::call::{G711, SipCallConfig, run};
+    use dialgate::carrier::sip::call::G711;
     if !have_sipp() {
         return;
     }
     let sipp = Sipp::start("uas_speech.xml", &[]);
     let (agent, seen) = counting_agent().await;
-    let mut trunk = trunk(false);
-    trunk.port = sipp.addr.port();
-    let cfg = SipCallConfig {
-        trunk,
-        trunk_addr: sipp.addr,
-        ring_timeout: Duration::from_secs(20),
-        session: SessionConfig {
-            agent_start: AgentStart::Immediate,
-            machine_action: MachineAction::EndCall,
-            max_duration_ms: 6000,
-            ..SessionConfig::default()
-        },
-        agent_url: format!("ws://{agent}/"),
-        agent_audio: Default::default(),
-        agent_connect_timeout: Duration::from_secs(3),
-        llm: None,
-        engine: None,
-    };
+    // 7 s of speech; the call ends at 6 s (end-call on a machine is the default)
+    let cfg = sip_call(
+        &sipp,
+        trunk(false),
+        Duration::from_secs(20),
+        &format!("ws://{agent}/"),
+        6000,
+    );
     let report = tokio::time::timeout(
         Duration::from_secs(30),
         run(cfg, "+15551230001", "+15550009999"),
@@ -341,27 +348,6 @@ async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
     assert!(sipp.finished_ok(), "SIPp did not get a clean BYE");
 }
 
-fn media_call(sipp: &Sipp, agent: SocketAddr) -> dialgate::carrier::sip::call::SipCallConfig {
-    use dialgate::call::session::{AgentStart, SessionConfig};
-    let mut trunk = trunk(false);
-    trunk.port = sipp.addr.port();
-    dialgate::carrier::sip::call::SipCallConfig {
-        trunk,
-        trunk_addr: sipp.addr,
-        ring_timeout: Duration::from_secs(20),
-        session: SessionConfig {
-            agent_start: AgentStart::Immediate,
-            max_duration_ms: 3000,
-            ..SessionConfig::default()
-        },
-        agent_url: format!("ws://{agent}/"),
-        agent_audio: Default::default(),
-        agent_connect_timeout: Duration::from_secs(3),
-        llm: None,
-        engine: None,
-    }
-}
-
 /// The callee presses 1 (RFC 4733 from SIPp's `dtmf_2833_1.pcap`): the agent
 /// gets Twilio's `dtmf` message once, though the end packet comes thrice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,10 +357,19 @@ async fn a_digit_pressed_by_the_callee_reaches_the_agent() {
     }
     let sipp = Sipp::start("uas_dtmf.xml", &[]);
     let (agent, seen) = counting_agent().await;
-    let report =
-        dialgate::carrier::sip::call::run(media_call(&sipp, agent), "+15551230001", "+15550009999")
-            .await
-            .unwrap();
+    let report = dialgate::carrier::sip::call::run(
+        sip_call(
+            &sipp,
+            trunk(false),
+            Duration::from_secs(20),
+            &format!("ws://{agent}/"),
+            3000,
+        ),
+        "+15551230001",
+        "+15550009999",
+    )
+    .await
+    .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
     assert_eq!(
         seen.lock().unwrap().get("dtmf").copied(),
@@ -395,10 +390,19 @@ async fn the_agents_audio_goes_back_as_rtp() {
     let agent = l.local_addr().unwrap();
     tokio::spawn(dialgate::agent::echo::serve(l));
     let t0 = Instant::now();
-    let report =
-        dialgate::carrier::sip::call::run(media_call(&sipp, agent), "+15551230001", "+15550009999")
-            .await
-            .unwrap();
+    let report = dialgate::carrier::sip::call::run(
+        sip_call(
+            &sipp,
+            trunk(false),
+            Duration::from_secs(20),
+            &format!("ws://{agent}/"),
+            3000,
+        ),
+        "+15551230001",
+        "+15550009999",
+    )
+    .await
+    .unwrap();
     // 3 s of call: the prompt (0.8 s) then the echo of what it hears
     assert!(report.frames_out >= 60, "{report:?}");
     assert!(report.frames_out <= 160, "paced, not a burst: {report:?}");

@@ -54,14 +54,20 @@ fn clip(scenario: &str, want: &str) -> (common::Label, Vec<[u8; FRAME_SAMPLES]>)
                 == want
         })
         .unwrap();
-    let mut r = WavReader::open(&row.path).unwrap();
+    let frames = ulaw_frames(&row.path);
+    (row, frames)
+}
+
+/// A recording as the 20 ms μ-law frames Twilio would send.
+fn ulaw_frames(path: &std::path::Path) -> Vec<[u8; FRAME_SAMPLES]> {
+    let mut r = WavReader::open(path).unwrap();
     let mut frames = Vec::new();
     while let Some(f) = r.next_frame().unwrap() {
         let mut u = [0u8; FRAME_SAMPLES];
         g711::ulaw_encode_into(&f.pcm, &mut u);
         frames.push(u);
     }
-    (row, frames)
+    frames
 }
 
 fn start_msg() -> String {
@@ -601,16 +607,7 @@ async fn an_unsure_detector_asks_the_llm_and_its_answer_decides() {
             c.timeline[0].trigger == "fallback"
         })
         .expect("a held-out voicemail that reaches the fallback");
-    let (_, frames) = {
-        let mut r = WavReader::open(&row.path).unwrap();
-        let mut frames = Vec::new();
-        while let Some(f) = r.next_frame().unwrap() {
-            let mut u = [0u8; FRAME_SAMPLES];
-            g711::ulaw_encode_into(&f.pcm, &mut u);
-            frames.push(u);
-        }
-        ((), frames)
-    };
+    let frames = ulaw_frames(&row.path);
     let (url, calls) = machine_llm().await;
     let mut cfg = config(SessionConfig {
         agent_start: AgentStart::AfterAmd,

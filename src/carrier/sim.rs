@@ -528,7 +528,8 @@ async fn run_call(
     }
     callback(&sim, cb, &sid, "in-progress", &[]).await;
     let started = tokio::time::Instant::now();
-    let (heard, audio) = play(&sid, &rule, &stream_url, &params, &mut hangup).await;
+    let record = sim.record_dir.is_some();
+    let (heard, audio) = play(&sid, &rule, &stream_url, &params, &mut hangup, record).await;
     if let Some(dir) = &sim.record_dir {
         // what the callee heard, for a user to listen to
         let pcm: Vec<i16> = audio.iter().map(|&b| g711::ulaw_decode(b)).collect();
@@ -576,6 +577,7 @@ async fn play(
     url: &str,
     params: &HashMap<String, String>,
     hangup: &mut watch::Receiver<bool>,
+    record: bool,
 ) -> (u64, Vec<u8>) {
     let frames = rule.wav.as_deref().map(frames_of).unwrap_or_default();
     let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
@@ -630,7 +632,7 @@ async fn play(
                 Some(Ok(Message::Text(t))) => match stream::parse(t.as_str()) {
                     Ok(stream::StreamEvent::Media { payload, .. }) => {
                         heard += 1;
-                        if let Ok(n) = stream::decode_payload(&payload, &mut buf) {
+                        if record && let Ok(n) = stream::decode_payload(&payload, &mut buf) {
                             audio.extend_from_slice(&buf[..n]);
                         }
                     }

@@ -164,7 +164,7 @@ struct Media {
 
 /// Places the call to `to` from `from` and runs it to its end.
 pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallReport, CallError> {
-    let ip = super::driver::local_ip_for(cfg.trunk_addr).await?;
+    let ip = local_ip_for(cfg.trunk_addr).await?;
     let sip = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let rtp_sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let local = sip.local_addr()?;
@@ -423,6 +423,20 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
         report.end_type = s.end_type().map(|e| e.as_str().to_string());
     }
     Ok(report)
+}
+
+/// Our address toward `trunk` (what Via, Contact and SDP must carry): the
+/// source address the kernel's route picks, learnt by connecting a UDP
+/// socket (which sends nothing).
+async fn local_ip_for(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if trunk.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let probe = UdpSocket::bind(any).await?;
+    probe.connect(trunk).await?;
+    Ok(probe.local_addr()?.ip())
 }
 
 #[cfg(test)]
