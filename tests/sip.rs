@@ -32,13 +32,21 @@ fn have_sipp() -> bool {
     found
 }
 
-/// A UDP port free now, with the next two free as well (SIPp binds the
-/// media port N and N+2).
+/// A block of four UDP ports free now, for SIPp's signalling or its media
+/// (it binds audio RTP at N and video RTP at N+2).
+///
+/// The ports come from below the kernel's ephemeral range (32768 and up on
+/// Linux), counted per process: a port picked from the ephemeral range and
+/// released could be taken by any socket bound to port 0 meanwhile (our
+/// own RTP sockets in a parallel test), and SIPp then fails to bind it.
 fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread processes apart so two test binaries at once rarely meet.
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
     loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 2)).is_ok() {
+        let p = base + (NEXT.fetch_add(4, Ordering::Relaxed) % 2_800);
+        if (p..p + 4).all(|q| UdpSocket::bind(("127.0.0.1", q)).is_ok()) {
             return p;
         }
     }
