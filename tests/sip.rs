@@ -3,9 +3,11 @@
 //! ring time-out is cancelled, a 401 is answered with digest credentials,
 //! an answered call ends with a clean BYE. SIPp checks its side of every
 //! flow (ACKs, CANCEL, credentials) and exits non-zero when one is wrong.
+//! baresip, a second SIP stack, answers as a voicemail box with a beep.
 //!
-//! `.ci/run` installs SIPp and sets `DIALGATE_REQUIRE_PEERS=1`, so there a
-//! missing `sipp` fails; elsewhere these tests say they were skipped.
+//! `.ci/run` installs SIPp and baresip and sets `DIALGATE_REQUIRE_PEERS=1`,
+//! so there a missing peer fails; elsewhere these tests say they were
+//! skipped.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -134,7 +136,7 @@ fn trunk(auth: bool) -> TrunkConfig {
 /// A call through SIPp with the gateway's own call driver. Answered calls
 /// end at `max_ms` (the session's maximum duration) with our BYE.
 fn sip_call(
-    sipp: &Sipp,
+    callee: SocketAddr,
     trunk: TrunkConfig,
     ring: Duration,
     agent: &str,
@@ -143,10 +145,10 @@ fn sip_call(
     use dialgate::call::session::{AgentStart, SessionConfig};
     SipCallConfig {
         trunk: TrunkConfig {
-            port: sipp.addr.port(),
+            port: callee.port(),
             ..trunk
         },
-        trunk_addr: sipp.addr,
+        trunk_addr: callee,
         ring_timeout: ring,
         session: SessionConfig {
             agent_start: AgentStart::Immediate,
@@ -163,7 +165,7 @@ fn sip_call(
 
 /// Signalling checks: no agent answers (and none is needed).
 async fn dial(sipp: &Sipp, trunk: TrunkConfig, ring: Duration) -> SipCallReport {
-    let cfg = sip_call(sipp, trunk, ring, "ws://127.0.0.1:9/", 300);
+    let cfg = sip_call(sipp.addr, trunk, ring, "ws://127.0.0.1:9/", 300);
     tokio::time::timeout(
         Duration::from_secs(45),
         run(cfg, "+15551230001", "+15550009999"),
@@ -302,6 +304,11 @@ async fn counting_agent() -> (
                 {
                     let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                     let event = v["event"].as_str().unwrap_or("").to_string();
+                    if event == "start" {
+                        let mode = &v["start"]["customParameters"]["mode"];
+                        let key = format!("start:{}", mode.as_str().unwrap_or("?"));
+                        *s.lock().unwrap().entry(key).or_insert(0) += 1;
+                    }
                     *s.lock().unwrap().entry(event).or_insert(0) += 1;
                 }
             });
@@ -324,7 +331,7 @@ async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
     let (agent, seen) = counting_agent().await;
     // 7 s of speech; the call ends at 6 s (end-call on a machine is the default)
     let cfg = sip_call(
-        &sipp,
+        sipp.addr,
         trunk(false),
         Duration::from_secs(20),
         &format!("ws://{agent}/"),
@@ -367,7 +374,7 @@ async fn a_digit_pressed_by_the_callee_reaches_the_agent() {
     let (agent, seen) = counting_agent().await;
     let report = dialgate::carrier::sip::call::run(
         sip_call(
-            &sipp,
+            sipp.addr,
             trunk(false),
             Duration::from_secs(20),
             &format!("ws://{agent}/"),
@@ -400,7 +407,7 @@ async fn the_agents_audio_goes_back_as_rtp() {
     let t0 = Instant::now();
     let report = dialgate::carrier::sip::call::run(
         sip_call(
-            &sipp,
+            sipp.addr,
             trunk(false),
             Duration::from_secs(20),
             &format!("ws://{agent}/"),
@@ -523,4 +530,145 @@ async fn a_campaign_dials_through_the_sip_trunk() {
         }
         assert!(sipp.finished_ok(), "{scenario}");
     }
+}
+
+/// baresip as the callee: it answers on its own (`answermode=auto`), plays
+/// one WAV as its side of the call and hangs up when the file ends. A real
+/// SIP stack that is not ours and not SIPp: its own SDP answer, its own RTP
+/// timing, its own BYE.
+struct Baresip {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    /// Starts baresip as the number `user`, playing `samples` (8 kHz); None
+    /// if it is not installed (a failure where `DIALGATE_REQUIRE_PEERS` is
+    /// set). It answers only calls to its own user (404 otherwise).
+    fn start(user: &str, samples: &[i16]) -> Option<Self> {
+        let found = Command::new("baresip")
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("DIALGATE_REQUIRE_PEERS").is_none(),
+                "baresip is required (apt-get install baresip-core)"
+            );
+            eprintln!("SKIPPED: baresip not installed (apt-get install baresip-core)");
+            return None;
+        }
+        let (sip, rtp) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("greeting.wav");
+        dialgate::audio::wav::write_pcm16(&wav, 8000, samples).unwrap();
+        let config = format!(
+            "sip_listen 127.0.0.1:{sip}\n\
+             audio_player aubridge,sink\n\
+             audio_alert aubridge,sink\n\
+             audio_source aufile,{}\n\
+             rtp_ports {rtp}-{}\n\
+             module_path /usr/lib/baresip/modules\n\
+             module g711.so\n\
+             module aufile.so\n\
+             module aubridge.so\n\
+             module_app account.so\n\
+             module_app menu.so\n",
+            wav.display(),
+            rtp + 3
+        );
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        std::fs::write(
+            dir.path().join("accounts"),
+            format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
+        let child = Command::new("baresip")
+            .args(["-f", dir.path().to_str().unwrap(), "-v"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("baresip starts");
+        let bs = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], sip)),
+            dir,
+        };
+        // Ready once its SIP socket is bound: binding the port then fails.
+        let t0 = Instant::now();
+        while UdpSocket::bind(bs.addr).is_ok() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "baresip did not listen: {}",
+                bs.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(bs)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// baresip answers with a personal voicemail greeting that ends in a beep
+/// (a held-out corpus clip, then 2 s of the silence a recorder listens to).
+/// With *leave message*, AMD finds the machine, waits for the greeting's
+/// end, reports `machine_end_beep`, and the agent is started in voicemail
+/// mode with the campaign's voicemail script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
+    use dialgate::call::session::{AgentStart, MachineAction};
+    use dialgate::carrier::sip::call::G711;
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/amd/heldout/personal_vm_beep_0050.wav");
+    let (_, mut samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
+    samples.extend(std::iter::repeat_n(0i16, 16_000));
+    let Some(callee) = Baresip::start("+15551230001", &samples) else {
+        return;
+    };
+    let (agent, seen) = counting_agent().await;
+    let mut cfg = sip_call(
+        callee.addr,
+        trunk(false),
+        Duration::from_secs(10),
+        &format!("ws://{agent}/"),
+        20_000,
+    );
+    cfg.session.agent_start = AgentStart::AfterAmd;
+    cfg.session.machine_action = MachineAction::LeaveMessage {
+        voicemail_script: "scripts/voicemail.txt".into(),
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(cfg, "+15551230001", "+15550009999"),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the call runs");
+    eprintln!("{report:?}");
+    assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
+    assert!(report.media.is_some_and(|m| m.codec == G711::Pcmu));
+    assert_eq!(
+        report.answered_by.as_deref(),
+        Some("machine_end_beep"),
+        "{}",
+        callee.log()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.get("start:voicemail"), Some(&1), "{seen:?}");
+    assert!(!seen.contains_key("start:human"), "{seen:?}");
 }

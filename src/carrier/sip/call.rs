@@ -19,7 +19,7 @@ use super::uac::{Dial, Outcome, SipError, TrunkConfig, Uac, UacEvent};
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
-use crate::call::session::{CallSession, CarrierOut, SessionConfig};
+use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::detect::llm::LlmVerifier;
 use crate::engine::Engine;
 
@@ -127,7 +127,8 @@ pub struct SipCallReport {
     pub ignored: u64,
     /// RFC 3550 interarrival jitter of the callee's RTP at the end, ms.
     pub jitter_ms: f64,
-    /// The AMD outcome, if decided.
+    /// The latest AMD outcome, if decided (`machine_end_*` once the end of
+    /// a greeting is found after `machine_start`).
     pub answered_by: Option<String>,
     /// The session's end type, if it ran.
     pub end_type: Option<String>,
@@ -230,7 +231,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                         report.media = Some(neg);
                         media = Some(Media {
                             neg,
-                            latch: Latch::new(neg.addr),
+                            latch: Latch::new(neg.addr, cfg.trunk_addr.ip()),
                             jitter: JitterBuffer::default(),
                             pending: [0; 4 * FRAME_SAMPLES],
                             pending_len: 0,
@@ -287,6 +288,10 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
             while let Some(out) = s.poll_output() {
                 let t = now();
                 let media_ms = media.as_ref().map_or(0, |m| m.media_ms);
+                // the latest decision: `machine_end_*` follows `machine_start`
+                if let Output::Lifecycle(Lifecycle::AmdDecided(d)) = &out {
+                    report.answered_by = Some(d.outcome.as_str().to_string());
+                }
                 let Some(c) = side.perform(s, out, media_ms, t).await else {
                     continue;
                 };
@@ -325,9 +330,6 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
             if s.is_ended() && !hung_up {
                 hung_up = true;
                 uac.hangup(now())?;
-            }
-            if let Some(d) = s.decision() {
-                report.answered_by = Some(d.outcome.as_str().to_string());
             }
         }
         if uac.is_done() && uac.poll_event().is_none() {

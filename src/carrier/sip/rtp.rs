@@ -168,20 +168,31 @@ impl DtmfReceiver {
     }
 }
 
-/// Where to send media: the SDP's address until the far end's packets show
-/// its real source (symmetric RTP, for callees behind NAT). A source with
-/// port 0 (some SIPp set-ups) is never latched onto.
+/// Where to send RTP: first the address the SDP answer names, then, once
+/// the callee's RTP arrives, its real source (symmetric RTP, for callees
+/// behind NAT). A source with port 0 (some SIPp set-ups) is never latched
+/// onto.
+///
+/// The first packet may come from the SDP's host or from the host that
+/// signals the call. The second covers the common NAT case: a callee or
+/// trunk that writes its private address into the SDP (baresip writes its
+/// LAN address even when it talks over loopback) but sends from the
+/// address its SIP comes from. Any other host is a stray or spoofed
+/// stream and never gets the call's audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latch {
     target: std::net::SocketAddr,
+    signalling: std::net::IpAddr,
     latched: bool,
 }
 
 impl Latch {
-    /// Starts at the SDP's address.
-    pub fn new(sdp_addr: std::net::SocketAddr) -> Self {
+    /// Starts at the SDP's address; `signalling` is the host the call's SIP
+    /// comes from.
+    pub fn new(sdp_addr: std::net::SocketAddr, signalling: std::net::IpAddr) -> Self {
         Self {
             target: sdp_addr,
+            signalling,
             latched: false,
         }
     }
@@ -199,9 +210,8 @@ impl Latch {
             return false;
         }
         if !self.latched {
-            if src.ip() != self.target.ip() && !self.target.ip().is_unspecified() {
-                // media from another host than the SDP names: a stray or
-                // spoofed stream, not the callee
+            let sdp_host = self.target.ip();
+            if src.ip() != sdp_host && src.ip() != self.signalling && !sdp_host.is_unspecified() {
                 return false;
             }
             self.target = src;
@@ -435,13 +445,27 @@ mod tests {
     #[test]
     fn latching_ignores_port_zero_and_strangers() {
         let sdp: std::net::SocketAddr = "10.0.0.5:4000".parse().unwrap();
-        let mut l = Latch::new(sdp);
+        let sip = "203.0.113.7".parse().unwrap();
+        let mut l = Latch::new(sdp, sip);
         assert!(!l.on_packet("10.0.0.5:0".parse().unwrap()));
         assert!(!l.on_packet("10.9.9.9:4000".parse().unwrap()));
         assert_eq!(l.target(), sdp);
         assert!(l.on_packet("10.0.0.5:4010".parse().unwrap()));
         assert_eq!(l.target(), "10.0.0.5:4010".parse().unwrap());
         assert!(!l.on_packet("10.0.0.5:4000".parse().unwrap()));
+        assert!(!l.on_packet("203.0.113.7:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_callee_behind_nat_is_latched_from_its_signalling_host() {
+        // the SDP names a private address; RTP comes from the public one
+        // the SIP came from
+        let sdp: std::net::SocketAddr = "192.168.1.20:4000".parse().unwrap();
+        let mut l = Latch::new(sdp, "203.0.113.7".parse().unwrap());
+        assert!(!l.on_packet("198.51.100.1:4000".parse().unwrap()));
+        assert!(l.on_packet("203.0.113.7:31000".parse().unwrap()));
+        assert_eq!(l.target(), "203.0.113.7:31000".parse().unwrap());
+        assert!(!l.on_packet("192.168.1.20:4000".parse().unwrap()));
     }
 
     #[test]
