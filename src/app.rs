@@ -37,6 +37,9 @@ pub struct AppConfig {
     pub llm: Option<Arc<crate::detect::llm::LlmVerifier>>,
     /// The SIP trunk, for caller numbers whose carrier is `sip`.
     pub sip: Option<crate::engine::SipTrunk>,
+    /// Where to take inbound SIP calls (UDP), if at all; they go to the
+    /// default agent.
+    pub sip_listen: Option<SocketAddr>,
     /// Session for streams that belong to no campaign.
     pub default_session: SessionConfig,
     /// How often the dialer looks for due attempts.
@@ -55,6 +58,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// The store.
     pub store: Store,
+    /// The inbound SIP address and its counters, when taking calls.
+    pub sip_inbound: Option<(SocketAddr, Arc<crate::carrier::sip::inbound::InboundStats>)>,
 }
 
 /// Opens the store, binds, and starts everything in the background.
@@ -117,6 +122,24 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
         public_url: public_url.clone(),
         metrics: Metrics::default(),
     });
+    let sip_inbound = match cfg.sip_listen {
+        None => None,
+        Some(at) => Some(
+            crate::carrier::sip::inbound::start(
+                at,
+                crate::carrier::sip::inbound::InboundConfig {
+                    agent_url: cfg.default_agent_url.clone(),
+                    agent_audio: cfg.default_agent_audio,
+                    agent_connect_timeout: Duration::from_secs(5),
+                    session: cfg.default_session.clone(),
+                    answer_after: Duration::ZERO,
+                    max_calls: 1000,
+                },
+            )
+            .await
+            .with_context(|| format!("binding the SIP port {at}"))?,
+        ),
+    };
     let router = server::router(server_cfg).merge(api::router(state));
     tokio::spawn(async move {
         use axum::serve::ListenerExt;
@@ -133,5 +156,6 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
         public_url,
         engine,
         store,
+        sip_inbound,
     })
 }

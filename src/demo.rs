@@ -128,6 +128,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         default_agent_audio: Default::default(),
         llm: None,
         sip: None,
+        sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(100),
         delivery: Default::default(),

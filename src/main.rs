@@ -51,6 +51,10 @@ enum Command {
         /// SIP trunk address (host:port): enables the `sip` carrier.
         #[arg(long, env = "DIALGATE_SIP_TRUNK")]
         sip_trunk: Option<String>,
+        /// Take inbound SIP calls on this UDP address (e.g. 0.0.0.0:5060);
+        /// each is bridged to the agent at --agent-url.
+        #[arg(long, env = "DIALGATE_SIP_LISTEN")]
+        sip_listen: Option<std::net::SocketAddr>,
         /// SIP digest username.
         #[arg(long, env = "DIALGATE_SIP_USERNAME")]
         sip_username: Option<String>,
@@ -719,6 +723,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent_url,
             agent_audio,
             sip_trunk,
+            sip_listen,
             sip_username,
             sip_password,
             sip_from_domain,
@@ -765,6 +770,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 carriers,
                 default_agent_url: agent_url,
                 default_agent_audio: agent_audio,
+                sip_listen,
                 sip: match sip_trunk {
                     None => None,
                     Some(t) => {

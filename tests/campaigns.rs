@@ -69,6 +69,7 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
         default_agent_audio: Default::default(),
         llm: None,
         sip: None,
+        sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
         delivery: Default::default(),

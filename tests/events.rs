@@ -202,6 +202,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
         default_agent_audio: Default::default(),
         llm: None,
         sip: None,
+        sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
         delivery: DeliveryConfig {

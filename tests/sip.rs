@@ -62,8 +62,17 @@ struct Sipp {
 
 impl Sipp {
     /// Starts SIPp on `scenario` from `tests/sipp`, with each `[key]` of
-    /// the template replaced by its value.
+    /// the template replaced by its value, as the callee.
     fn start(scenario: &str, keys: &[(&str, &str)]) -> Self {
+        Self::spawn(scenario, keys, None)
+    }
+
+    /// SIPp as a caller placing one call to `target`.
+    fn call(scenario: &str, keys: &[(&str, &str)], target: SocketAddr) -> Self {
+        Self::spawn(scenario, keys, Some(target))
+    }
+
+    fn spawn(scenario: &str, keys: &[(&str, &str)], target: Option<SocketAddr>) -> Self {
         let port = free_port();
         let media = free_port();
         // SIPp checks status codes when it loads a scenario, before any
@@ -79,6 +88,9 @@ impl Sipp {
         let path = dir.path().join(scenario);
         std::fs::write(&path, xml).unwrap();
         let mut cmd = Command::new("sipp");
+        if let Some(t) = target {
+            cmd.arg(t.to_string());
+        }
         cmd.args(["-sf", path.to_str().unwrap(), "-i", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
             .args(["-m", "1", "-timeout", "40s", "-nostdin"])
@@ -305,9 +317,18 @@ async fn counting_agent() -> (
                     let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                     let event = v["event"].as_str().unwrap_or("").to_string();
                     if event == "start" {
-                        let mode = &v["start"]["customParameters"]["mode"];
-                        let key = format!("start:{}", mode.as_str().unwrap_or("?"));
-                        *s.lock().unwrap().entry(key).or_insert(0) += 1;
+                        let params = &v["start"]["customParameters"];
+                        let mode = params["mode"].as_str().unwrap_or("?");
+                        *s.lock()
+                            .unwrap()
+                            .entry(format!("start:{mode}"))
+                            .or_insert(0) += 1;
+                        if let Some(d) = params["direction"].as_str() {
+                            *s.lock()
+                                .unwrap()
+                                .entry(format!("direction:{d}"))
+                                .or_insert(0) += 1;
+                        }
                     }
                     *s.lock().unwrap().entry(event).or_insert(0) += 1;
                 }
@@ -458,6 +479,7 @@ async fn a_campaign_dials_through_the_sip_trunk() {
             default_agent_url: agent_url.clone(),
             default_agent_audio: Default::default(),
             llm: None,
+            sip_listen: None,
             sip: Some(dialgate::engine::SipTrunk {
                 trunk,
                 addr: sipp.addr,
@@ -671,4 +693,108 @@ async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.get("start:voicemail"), Some(&1), "{seen:?}");
     assert!(!seen.contains_key("start:human"), "{seen:?}");
+}
+
+fn inbound(answer_after: Duration, agent: &str) -> dialgate::carrier::sip::inbound::InboundConfig {
+    dialgate::carrier::sip::inbound::InboundConfig {
+        agent_url: agent.to_string(),
+        agent_audio: Default::default(),
+        agent_connect_timeout: Duration::from_secs(3),
+        session: dialgate::call::session::SessionConfig {
+            max_duration_ms: 20_000,
+            ..Default::default()
+        },
+        answer_after,
+        max_calls: 8,
+    }
+}
+
+/// Waits (up to 10 s) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIPp calls the gateway's SIP port with PCMA and speaks for 4 s: the
+/// call is answered with our SDP, the agent is started at once with
+/// `direction=inbound` and hears the caller's RTP, and the caller's BYE
+/// gets its 200. Garbage datagrams sent to the SIP port before and during
+/// the call are dropped and counted; the call does not notice them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_call_reaches_the_agent() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !have_sipp() {
+        return;
+    }
+    let (agent, seen) = counting_agent().await;
+    let (addr, stats) = dialgate::carrier::sip::inbound::start(
+        "127.0.0.1:0".parse().unwrap(),
+        inbound(Duration::ZERO, &format!("ws://{agent}/")),
+    )
+    .await
+    .unwrap();
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let garbage: [&[u8]; 4] = [
+        b"\x00\x01\x02",
+        b"INVITE sip:x SIP/2.0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nCall-ID: nobody\r\n\r\n",
+        &[0x80; 300],
+    ];
+    for g in garbage {
+        junk.send_to(g, addr).unwrap();
+    }
+    let sipp = Sipp::call("uac_inbound.xml", &[("hangup_ms", "4000")], addr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for g in garbage {
+        junk.send_to(g, addr).unwrap();
+    }
+    let ok = tokio::task::spawn_blocking(move || sipp.finished_ok())
+        .await
+        .unwrap();
+    assert!(ok, "SIPp saw a wrong flow");
+    eventually("the call ends", || stats.ended.load(Relaxed) == 1).await;
+    assert_eq!(stats.calls.load(Relaxed), 1);
+    assert!(stats.ignored.load(Relaxed) >= 8, "{stats:?}");
+    let seen = seen.lock().unwrap().clone();
+    eprintln!("{stats:?} {seen:?}");
+    assert_eq!(seen.get("direction:inbound"), Some(&1), "{seen:?}");
+    let media = seen.get("media").copied().unwrap_or(0);
+    assert!(
+        media > 150,
+        "the agent heard {media} frames in 4 s: {seen:?}"
+    );
+    assert_eq!(seen.get("stop"), Some(&1), "{seen:?}");
+}
+
+/// A caller who gives up while it rings gets 200 for its CANCEL and 487
+/// for its INVITE; a caller offering only Opus gets 488. SIPp checks both
+/// flows, ACKs included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_cancel_and_no_common_codec() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !have_sipp() {
+        return;
+    }
+    let (addr, stats) = dialgate::carrier::sip::inbound::start(
+        "127.0.0.1:0".parse().unwrap(),
+        inbound(Duration::from_secs(5), "ws://127.0.0.1:9/"),
+    )
+    .await
+    .unwrap();
+    let sipp = Sipp::call("uac_cancel.xml", &[], addr);
+    let ok = tokio::task::spawn_blocking(move || sipp.finished_ok())
+        .await
+        .unwrap();
+    assert!(ok, "CANCEL flow");
+    eventually("the cancelled call ends", || stats.ended.load(Relaxed) == 1).await;
+    let sipp = Sipp::call("uac_refused.xml", &[], addr);
+    let ok = tokio::task::spawn_blocking(move || sipp.finished_ok())
+        .await
+        .unwrap();
+    assert!(ok, "488 flow");
+    assert_eq!(stats.refused.load(Relaxed), 1);
+    assert_eq!(stats.calls.load(Relaxed), 1);
 }

@@ -1,5 +1,6 @@
-//! One outbound SIP call with its media, driven like a Twilio stream: the
-//! [`Uac`] places it; once answered, RTP from the callee is re-ordered,
+//! One SIP call with its media, driven like a Twilio stream: the [`Uac`]
+//! places an outbound call, the [`Uas`] takes an inbound one (from
+//! [`super::inbound`]); once answered, RTP from the callee is re-ordered,
 //! decoded (PCMU or PCMA) and fed to the same [`CallSession`] as Twilio's
 //! frames (AMD, the agent bridge, the voicemail rules, the lifecycle), and
 //! the session's paced 20 ms frames go back as RTP. RFC 4733 digits reach
@@ -15,7 +16,8 @@ use tokio::time::Instant;
 use super::rtp::{
     self, DtmfReceiver, JitterBuffer, JitterEstimator, Latch, RtpHeader, TelephoneEvent,
 };
-use super::uac::{Dial, Outcome, SipError, TrunkConfig, Uac, UacEvent};
+use super::uac::{Dial, Outcome, SipError, SipEvent, TrunkConfig, Uac};
+use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
@@ -43,23 +45,23 @@ pub struct Negotiated {
     pub dtmf_pt: Option<u8>,
 }
 
-/// Reads the callee's SDP answer: its first audio stream, the first of
-/// PCMU/PCMA it lists, and telephone-event. An answer with neither law is
-/// "no common codec".
+/// Reads the far end's SDP (the callee's answer, or an inbound caller's
+/// offer): its first audio stream, the first of PCMU/PCMA it lists (the
+/// offerer's preference), and telephone-event. Neither law is "no common
+/// codec".
 pub fn negotiate(answer: &[u8]) -> Result<Negotiated, String> {
-    let text = std::str::from_utf8(answer).map_err(|_| "SDP answer is not UTF-8".to_string())?;
-    let sdp = rsiprtp::sdp::SessionDescription::parse(text)
-        .map_err(|e| format!("bad SDP answer: {e}"))?;
+    let text = std::str::from_utf8(answer).map_err(|_| "SDP is not UTF-8".to_string())?;
+    let sdp = rsiprtp::sdp::SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
     let audio = sdp
         .media
         .iter()
         .find(|m| m.media_type == rsiprtp::sdp::MediaType::Audio && m.port != 0)
-        .ok_or("SDP answer has no audio stream")?;
+        .ok_or("SDP has no audio stream")?;
     let conn = audio
         .connection
         .as_ref()
         .or(sdp.connection.as_ref())
-        .ok_or("SDP answer has no connection address")?;
+        .ok_or("SDP has no connection address")?;
     let ip: std::net::IpAddr = conn
         .address
         .parse()
@@ -73,7 +75,7 @@ pub fn negotiate(answer: &[u8]) -> Result<Negotiated, String> {
             "8" => Some(G711::Pcma),
             _ => None,
         })
-        .ok_or("no common codec (PCMU or PCMA) in the SDP answer")?;
+        .ok_or("no common codec (PCMU or PCMA) in the SDP")?;
     let dtmf_pt = maps
         .iter()
         .find(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
@@ -163,6 +165,93 @@ struct Media {
     media_ms: u64,
 }
 
+/// The signalling of one call: outbound or inbound, the same events.
+#[derive(Debug)]
+pub(crate) enum Dialog {
+    Out(Uac),
+    In(Uas),
+}
+
+impl Dialog {
+    fn poll_event(&mut self) -> Option<SipEvent> {
+        match self {
+            Self::Out(d) => d.poll_event(),
+            Self::In(d) => d.poll_event(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        match self {
+            Self::Out(d) => d.poll_timeout(),
+            Self::In(d) => d.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: u64) -> Result<(), SipError> {
+        match self {
+            Self::Out(d) => d.handle_timeout(now),
+            Self::In(d) => d.handle_timeout(now),
+        }
+    }
+    fn handle_datagram(&mut self, now: u64, data: &[u8]) -> Result<(), SipError> {
+        match self {
+            Self::Out(d) => d.handle_datagram(now, data),
+            Self::In(d) => d.handle_datagram(now, data),
+        }
+    }
+    fn hangup(&mut self, now: u64) -> Result<(), SipError> {
+        match self {
+            Self::Out(d) => d.hangup(now),
+            Self::In(d) => d.hangup(now),
+        }
+    }
+    fn is_done(&self) -> bool {
+        match self {
+            Self::Out(d) => d.is_done(),
+            Self::In(d) => d.is_done(),
+        }
+    }
+    fn call_id(&self) -> &str {
+        match self {
+            Self::Out(d) => d.call_id(),
+            Self::In(d) => d.call_id(),
+        }
+    }
+}
+
+/// Where a call's SIP datagrams come from: an outbound call's own socket,
+/// or, for an inbound call, the listener's socket with this call's
+/// datagrams handed over a channel (the listener demultiplexes by Call-ID).
+pub(crate) enum SipLink {
+    Own(UdpSocket),
+    Shared {
+        sock: Arc<UdpSocket>,
+        rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    },
+}
+
+impl SipLink {
+    async fn send_to(&self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<()> {
+        match self {
+            Self::Own(s) => s.send_to(bytes, peer).await.map(drop),
+            Self::Shared { sock, .. } => sock.send_to(bytes, peer).await.map(drop),
+        }
+    }
+
+    /// The next datagram of this call, copied into `buf`, with its source.
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>)> {
+        match self {
+            Self::Own(s) => s.recv_from(buf).await.map(|(n, src)| (n, Some(src))),
+            Self::Shared { rx, .. } => match rx.recv().await {
+                Some(d) => {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    Ok((n, None))
+                }
+                None => Err(std::io::Error::other("the SIP listener closed")),
+            },
+        }
+    }
+}
+
 /// Places the call to `to` from `from` and runs it to its end.
 pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallReport, CallError> {
     let ip = local_ip_for(cfg.trunk_addr).await?;
@@ -170,8 +259,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
     let rtp_sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let local = sip.local_addr()?;
     let epoch = Instant::now();
-    let now = move || epoch.elapsed().as_millis() as u64;
-    let mut uac = Uac::new(
+    let uac = Uac::new(
         cfg.trunk.clone(),
         Dial {
             to: to.to_string(),
@@ -180,19 +268,47 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
             rtp_port: rtp_sock.local_addr()?.port(),
             ring_timeout_ms: cfg.ring_timeout.as_millis() as u64,
         },
-        now(),
+        0,
     )?;
-    let span = tracing::info_span!("call", sip_call_id = uac.call_id());
-    let _g = span.enter();
-    let mut side = AgentSide::new(
+    let side = AgentSide::new(
         cfg.agent_url.clone(),
         cfg.agent_audio,
         cfg.agent_connect_timeout,
         cfg.llm.clone(),
         cfg.engine.as_ref().map(|(e, _)| e.clone()),
     );
+    drive(
+        Dialog::Out(uac),
+        SipLink::Own(sip),
+        cfg.trunk_addr,
+        rtp_sock,
+        epoch,
+        cfg.session,
+        side,
+        cfg.engine,
+    )
+    .await
+}
+
+/// Runs one call, either direction, to its end: `dialog` was created at
+/// time 0 of `epoch`; `peer` is where its SIP goes (and where its RTP may
+/// come from); `rtp_sock` is the port our SDP names.
+#[allow(clippy::too_many_arguments)] // the call's parts, each used once
+pub(crate) async fn drive(
+    mut uac: Dialog,
+    mut sip: SipLink,
+    peer: SocketAddr,
+    rtp_sock: UdpSocket,
+    epoch: Instant,
+    session_cfg: SessionConfig,
+    mut side: AgentSide,
+    engine: Option<(Arc<Engine>, String)>,
+) -> Result<SipCallReport, CallError> {
+    let now = move || epoch.elapsed().as_millis() as u64;
+    let span = tracing::info_span!("call", sip_call_id = uac.call_id());
+    let _g = span.enter();
     side.call_sid = uac.call_id().to_string();
-    side.call_queue_id = cfg.engine.as_ref().map(|(_, id)| id.clone());
+    side.call_queue_id = engine.as_ref().map(|(_, id)| id.clone());
     let mut report = SipCallReport {
         outcome: Outcome::Completed,
         progress: Vec::new(),
@@ -216,22 +332,22 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
         // SIP first: an answer creates the session.
         while let Some(ev) = uac.poll_event() {
             match ev {
-                UacEvent::Send(bytes) => {
-                    sip.send_to(&bytes, cfg.trunk_addr).await?;
+                SipEvent::Send(bytes) => {
+                    sip.send_to(&bytes, peer).await?;
                 }
-                UacEvent::Progress { status, .. } => {
+                SipEvent::Progress { status, .. } => {
                     report.progress.push(status);
-                    if let Some((engine, id)) = &cfg.engine {
+                    if let Some((engine, id)) = &engine {
                         engine.report(id, crate::engine::CallFact::Ringing);
                     }
                 }
-                UacEvent::Answered { sdp } => match negotiate(&sdp) {
+                SipEvent::Answered { sdp } => match negotiate(&sdp) {
                     Ok(neg) => {
                         tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");
                         report.media = Some(neg);
                         media = Some(Media {
                             neg,
-                            latch: Latch::new(neg.addr, cfg.trunk_addr.ip()),
+                            latch: Latch::new(neg.addr, peer.ip()),
                             jitter: JitterBuffer::default(),
                             pending: [0; 4 * FRAME_SAMPLES],
                             pending_len: 0,
@@ -253,7 +369,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                         // of time would only be jitter to the callee.
                         let session_cfg = SessionConfig {
                             lead_ms: 0,
-                            ..cfg.session.clone()
+                            ..session_cfg.clone()
                         };
                         let mut s = CallSession::new(session_cfg)
                             .map_err(|e| CallError::Session(e.to_string()))?;
@@ -271,7 +387,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
                         uac.hangup(now())?;
                     }
                 },
-                UacEvent::Ended(o) => {
+                SipEvent::Ended(o) => {
                     tracing::info!(outcome = o.as_status(), "SIP call ended");
                     // after an unusable answer the 488-like failure stands
                     if !bad_answer {
@@ -346,9 +462,9 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
             Duration::from_millis(t.saturating_sub(now()))
         });
         tokio::select! {
-            r = sip.recv_from(&mut sip_buf) => {
+            r = sip.recv(&mut sip_buf) => {
                 let (n, src) = r?;
-                if src.ip() != cfg.trunk_addr.ip() {
+                if src.is_some_and(|src| src.ip() != peer.ip()) {
                     report.ignored += 1;
                     continue;
                 }
@@ -430,7 +546,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
 /// Our address toward `trunk` (what Via, Contact and SDP must carry): the
 /// source address the kernel's route picks, learnt by connecting a UDP
 /// socket (which sends nothing).
-async fn local_ip_for(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+pub(crate) async fn local_ip_for(trunk: SocketAddr) -> std::io::Result<std::net::IpAddr> {
     let any: SocketAddr = if trunk.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {

@@ -1,7 +1,7 @@
 //! The outbound SIP call (UAC), sans-IO: one INVITE client transaction and
 //! the dialog it creates. Datagrams and `now` (ms) in; datagrams to send,
 //! call progress and the final outcome out. It never reads a clock or opens
-//! a socket; [`super::driver`] does that.
+//! a socket; [`super::call`] does that.
 //!
 //! Parsing, request building, digest and SDP come from `rsiprtp` (pinned,
 //! used only here and in `super`). Its own call manager is not used: we
@@ -30,11 +30,11 @@ use rsiprtp::sip::{
 };
 
 /// RFC 3261 T1, ms.
-const T1_MS: u64 = 500;
-/// Timer B / F: 64·T1.
-const TIMER_B_MS: u64 = 64 * T1_MS;
+pub(super) const T1_MS: u64 = 500;
+/// Timer B / F / H: 64·T1.
+pub(super) const TIMER_B_MS: u64 = 64 * T1_MS;
 /// Retransmissions stop doubling at T2 (4 s).
-const T2_MS: u64 = 4000;
+pub(super) const T2_MS: u64 = 4000;
 
 /// Errors from SIP input.
 #[derive(Debug, thiserror::Error)]
@@ -159,14 +159,17 @@ pub struct Dial {
     pub ring_timeout_ms: u64,
 }
 
-/// What the call did.
+/// What a call's signalling did: the same events for an outbound call
+/// ([`Uac`]) and an inbound one ([`super::uas::Uas`]), so one driver runs
+/// both.
 #[derive(Debug, Clone, PartialEq)]
-pub enum UacEvent {
-    /// Send this datagram to the trunk.
+pub enum SipEvent {
+    /// Send this datagram to the far end.
     Send(Vec<u8>),
     /// 180/183: the far end is alerting; `sdp` when early media comes.
     Progress { status: u16, sdp: Option<Vec<u8>> },
-    /// 2xx: the call is up; the SDP answer.
+    /// The call is up, with the far end's SDP: the answer to our offer
+    /// (outbound), or the offer we answered (inbound).
     Answered { sdp: Vec<u8> },
     /// The call is over.
     Ended(Outcome),
@@ -212,7 +215,7 @@ pub struct Uac {
     route_set: Vec<String>,
     /// outcome to report when the BYE transaction ends
     pending_outcome: Option<Outcome>,
-    events: VecDeque<UacEvent>,
+    events: VecDeque<SipEvent>,
 }
 
 impl std::fmt::Debug for Uac {
@@ -224,7 +227,8 @@ impl std::fmt::Debug for Uac {
     }
 }
 
-fn build_err(method: &'static str) -> impl Fn(rsiprtp::core::Error) -> SipError {
+/// A builder error of `rsiprtp` as ours, naming what we were building.
+pub(super) fn build_err(method: &'static str) -> impl Fn(rsiprtp::core::Error) -> SipError {
     move |e| SipError::Build {
         method,
         reason: e.to_string(),
@@ -283,7 +287,7 @@ impl Uac {
     }
 
     /// The next event.
-    pub fn poll_event(&mut self) -> Option<UacEvent> {
+    pub fn poll_event(&mut self) -> Option<SipEvent> {
         self.events.pop_front()
     }
 
@@ -349,7 +353,7 @@ impl Uac {
     }
 
     fn send(&mut self, bytes: Vec<u8>) {
-        self.events.push_back(UacEvent::Send(bytes));
+        self.events.push_back(SipEvent::Send(bytes));
     }
 
     /// Sends a request reliably: retransmitted on Timer A/E until a response.
@@ -444,7 +448,7 @@ impl Uac {
         self.state = State::Done;
         self.retransmit_at = None;
         self.give_up_at = None;
-        self.events.push_back(UacEvent::Ended(outcome));
+        self.events.push_back(SipEvent::Ended(outcome));
     }
 
     /// Hang up: BYE if answered, CANCEL if still ringing.
@@ -592,7 +596,7 @@ impl Uac {
                 self.state = State::Inviting { provisional: true };
                 if status > 100 {
                     let sdp = (!r.body().is_empty()).then(|| r.body().to_vec());
-                    self.events.push_back(UacEvent::Progress { status, sdp });
+                    self.events.push_back(SipEvent::Progress { status, sdp });
                 }
                 // the CANCEL deferred for want of a provisional response
                 if now >= self.started + self.dial.ring_timeout_ms {
@@ -620,7 +624,7 @@ impl Uac {
                 return self.send_bye(now);
             }
             self.state = State::Confirmed;
-            self.events.push_back(UacEvent::Answered {
+            self.events.push_back(SipEvent::Answered {
                 sdp: r.body().to_vec(),
             });
             return Ok(());
@@ -700,7 +704,7 @@ mod tests {
     fn sent(u: &mut Uac) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(e) = u.poll_event() {
-            if let UacEvent::Send(b) = e {
+            if let SipEvent::Send(b) = e {
                 out.push(String::from_utf8(b).unwrap());
             }
         }
@@ -789,13 +793,13 @@ mod tests {
         let mut ended = None;
         while let Some(e) = u.poll_event() {
             match e {
-                UacEvent::Send(b) => {
+                SipEvent::Send(b) => {
                     let s = String::from_utf8(b).unwrap();
                     assert!(s.starts_with("ACK "), "{s}");
                     assert!(s.contains("tag=uas1"));
                     acks += 1;
                 }
-                UacEvent::Ended(o) => ended = Some(o),
+                SipEvent::Ended(o) => ended = Some(o),
                 _ => {}
             }
         }
@@ -831,7 +835,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             u.poll_event(),
-            Some(UacEvent::Progress { status: 180, .. })
+            Some(SipEvent::Progress { status: 180, .. })
         ));
         assert_eq!(u.poll_timeout(), Some(5000));
         u.handle_timeout(5000).unwrap();
@@ -844,7 +848,7 @@ mod tests {
             .unwrap();
         let mut ended = None;
         while let Some(e) = u.poll_event() {
-            if let UacEvent::Ended(o) = e {
+            if let SipEvent::Ended(o) = e {
                 ended = Some(o);
             }
         }
@@ -872,7 +876,7 @@ mod tests {
             .unwrap();
         let mut ended = None;
         while let Some(e) = u.poll_event() {
-            if let UacEvent::Ended(o) = e {
+            if let SipEvent::Ended(o) = e {
                 ended = Some(o);
             }
         }
@@ -924,8 +928,8 @@ mod tests {
         let mut replies = Vec::new();
         while let Some(e) = u.poll_event() {
             match e {
-                UacEvent::Send(b) => replies.push(String::from_utf8(b).unwrap()),
-                UacEvent::Ended(o) => ended = Some(o),
+                SipEvent::Send(b) => replies.push(String::from_utf8(b).unwrap()),
+                SipEvent::Ended(o) => ended = Some(o),
                 _ => {}
             }
         }
