@@ -93,6 +93,16 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
         },
     );
     tokio::spawn(engine.clone().run(facts));
+    if let Some(t) = &cfg.sip
+        && let Some(every) = t.options_interval
+    {
+        tokio::spawn(crate::carrier::sip::keepalive::run(
+            t.trunk.clone(),
+            t.addr,
+            every,
+            t.up.clone(),
+        ));
+    }
     tokio::spawn(delivery::run(store.clone(), cfg.delivery.clone()));
     // Real Twilio signs the stream upgrade with the account's token; the
     // simulator does not, so only a configured `twilio` carrier turns the

@@ -37,6 +37,10 @@ pub struct EngineConfig {
     pub tick: Duration,
 }
 
+/// How long an attempt for a trunk that is down waits before the dialer
+/// looks at it again, ms.
+const SIP_DOWN_HOLD_MS: i64 = 5_000;
+
 /// A SIP trunk calls are placed through.
 #[derive(Debug, Clone)]
 pub struct SipTrunk {
@@ -46,6 +50,12 @@ pub struct SipTrunk {
     pub addr: std::net::SocketAddr,
     /// The LLM verifier for campaigns that ask for it.
     pub llm: Option<Arc<crate::detect::llm::LlmVerifier>>,
+    /// Ping the trunk with OPTIONS this often (None: never).
+    pub options_interval: Option<Duration>,
+    /// Whether the trunk answers its OPTIONS; true until pings say
+    /// otherwise (and always, without pings). While false, the dialer
+    /// holds calls for the trunk.
+    pub up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A fact about a live call, reported by the media gateway.
@@ -237,6 +247,12 @@ impl Engine {
                     )?;
                 }
                 match d.decide(now, &camp.id, &camp.spec, &call.to_number, call.expires_at) {
+                    Verdict::Dial(number) if number.carrier == "sip" && !self.sip_up() => {
+                        // The trunk does not answer: hold the attempt, do not
+                        // spend it on a dial that would only time out.
+                        d.release(&camp.id, &number.id);
+                        self.store.defer(&call.id, now_ms + SIP_DOWN_HOLD_MS)?;
+                    }
                     Verdict::Dial(number) => {
                         if self.store.claim(
                             &call.id,
@@ -278,6 +294,14 @@ impl Engine {
             }
         }
         Ok(jobs)
+    }
+
+    /// False while the SIP trunk's keep-alive says it is down.
+    fn sip_up(&self) -> bool {
+        self.cfg
+            .sip
+            .as_ref()
+            .is_none_or(|t| t.up.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn stream_url(&self) -> String {

@@ -64,6 +64,14 @@ enum Command {
         /// Domain of our From URI (default: the trunk's host).
         #[arg(long)]
         sip_from_domain: Option<String>,
+        /// Send every SIP request through this outbound proxy (host:port);
+        /// the trunk stays the request's destination.
+        #[arg(long, env = "DIALGATE_SIP_OUTBOUND_PROXY")]
+        sip_outbound_proxy: Option<String>,
+        /// Ping the trunk with OPTIONS every this many seconds and hold SIP
+        /// calls while it does not answer (0: never ping).
+        #[arg(long, default_value_t = 0)]
+        sip_options_interval: u64,
         /// Twilio account SID: enables the `twilio` carrier.
         #[arg(long, env = "TWILIO_ACCOUNT_SID")]
         twilio_account_sid: Option<String>,
@@ -550,6 +558,21 @@ fn with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     Ok(out)
 }
 
+/// A SIP `host[:port]` (5060 by default) as the address to send to.
+fn resolve_sip(hostport: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let with_port = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5060")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving the SIP address {hostport}"))?
+        .next()
+        .with_context(|| format!("the SIP address {hostport} has no address"))
+}
+
 fn main() -> ExitCode {
     let args = match with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
@@ -727,6 +750,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sip_username,
             sip_password,
             sip_from_domain,
+            sip_outbound_proxy,
+            sip_options_interval,
             twilio_account_sid,
             twilio_auth_token,
             twilio_api_url,
@@ -774,26 +799,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sip: match sip_trunk {
                     None => None,
                     Some(t) => {
-                        use std::net::ToSocketAddrs;
-                        let addr = t
-                            .to_socket_addrs()
-                            .with_context(|| format!("resolving the SIP trunk {t}"))?
-                            .next()
-                            .with_context(|| format!("the SIP trunk {t} has no address"))?;
-                        let host = t
-                            .rsplit_once(':')
-                            .map_or(t.as_str(), |(h, _)| h)
-                            .to_string();
+                        // The trunk names the request's destination; the
+                        // datagrams go to the outbound proxy when there is
+                        // one (then the trunk need not resolve here).
+                        let (host, port) = match t.rsplit_once(':') {
+                            Some((h, p)) => (
+                                h.to_string(),
+                                p.parse::<u16>()
+                                    .with_context(|| format!("the SIP trunk {t}: bad port"))?,
+                            ),
+                            None => (t.clone(), 5060),
+                        };
+                        let send_to = sip_outbound_proxy.as_deref().unwrap_or(t.as_str());
+                        let addr = resolve_sip(send_to)?;
                         Some(dialgate::engine::SipTrunk {
                             trunk: dialgate::carrier::sip::uac::TrunkConfig {
                                 host,
-                                port: addr.port(),
+                                port,
                                 username: sip_username,
                                 password: sip_password,
                                 from_domain: sip_from_domain,
+                                outbound_proxy: sip_outbound_proxy,
                             },
                             addr,
                             llm: None,
+                            options_interval: (sip_options_interval > 0)
+                                .then(|| std::time::Duration::from_secs(sip_options_interval)),
+                            up: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
                         })
                     }
                 },

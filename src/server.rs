@@ -332,6 +332,11 @@ async fn flush(d: &mut Driver, carrier: &mut WebSocket) {
             CarrierOut::Media(frame) => stream::encode_media(&mut d.out, &d.stream_sid, &frame),
             CarrierOut::Mark(name) => stream::encode_mark(&mut d.out, &d.stream_sid, &name),
             CarrierOut::Clear => stream::encode_clear(&mut d.out, &d.stream_sid),
+            // Media Streams carry no digits toward the callee.
+            CarrierOut::Dtmf(digit) => {
+                tracing::warn!(%digit, "the agent's DTMF cannot be sent on a Twilio stream");
+                continue;
+            }
             // The session ends with it; closing the stream after ends the
             // <Connect> and with it the call.
             CarrierOut::Hangup => continue,

@@ -142,6 +142,7 @@ fn trunk(auth: bool) -> TrunkConfig {
         username: auth.then(|| "alice".to_string()),
         password: auth.then(|| "secret".to_string()),
         from_domain: Some("dialgate.test".into()),
+        outbound_proxy: None,
     }
 }
 
@@ -351,21 +352,7 @@ async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
     let sipp = Sipp::start("uas_speech.xml", &[]);
     let (agent, seen) = counting_agent().await;
     // 7 s of speech; the call ends at 6 s (end-call on a machine is the default)
-    let cfg = sip_call(
-        sipp.addr,
-        trunk(false),
-        Duration::from_secs(20),
-        &format!("ws://{agent}/"),
-        6000,
-    );
-    let report = tokio::time::timeout(
-        Duration::from_secs(30),
-        run(cfg, "+15551230001", "+15550009999"),
-    )
-    .await
-    .expect("the call ends")
-    .expect("the call runs");
-    eprintln!("{report:?}");
+    let report = place(sipp.addr, agent, |cfg| cfg.session.max_duration_ms = 6000).await;
     assert_eq!(report.media.map(|m| m.codec), Some(G711::Pcma));
     assert!(
         report.frames_in > 100,
@@ -446,13 +433,121 @@ async fn the_agents_audio_goes_back_as_rtp() {
     assert!(sipp.finished_ok());
 }
 
+/// `dialgate serve` (the app) with a SIP trunk, and an API key.
+struct Gateway {
+    app: dialgate::app::App,
+    _dir: tempfile::TempDir,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    async fn start(sip: dialgate::engine::SipTrunk, agent_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dialgate::app::start(dialgate::app::AppConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db: dir.path().join("q.db"),
+            public_url: None,
+            carriers: Default::default(),
+            default_agent_url: agent_url.to_string(),
+            default_agent_audio: Default::default(),
+            llm: None,
+            sip_listen: None,
+            sip: Some(sip),
+            default_session: Default::default(),
+            tick: Duration::from_millis(50),
+            delivery: Default::default(),
+        })
+        .await
+        .unwrap();
+        let (_, key) = app.store.create_api_key(0).unwrap();
+        Self {
+            app,
+            _dir: dir,
+            key,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.app.addr))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{path}");
+        r.json().await.unwrap()
+    }
+
+    /// A campaign on the trunk (with `extra` settings) and one call in it;
+    /// the call's id.
+    async fn campaign_call(&self, agent_url: &str, extra: serde_json::Value) -> String {
+        let mut spec = serde_json::json!({
+            "name": "sip", "agent": {"url": agent_url, "script": "opening"},
+            "numbers": {"default": {"id": "trunk", "number": "+12015550100", "carrier": "sip"}},
+            "calling_window": {"start": "00:00", "end": "24:00"}});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let camp = self.post("/v1/campaigns", spec).await;
+        let call = self
+            .post(
+                "/v1/calls",
+                serde_json::json!({"campaign_id": camp["id"], "to": "+12015550123"}),
+            )
+            .await;
+        call["call_queue_id"].as_str().unwrap().to_string()
+    }
+
+    async fn call(&self, id: &str) -> serde_json::Value {
+        self.http
+            .get(format!("http://{}/v1/calls/{id}", self.app.addr))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (up to 30 s) for the call to end; its final record.
+    async fn ended(&self, id: &str) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let c = self.call(id).await;
+            if ["completed", "busy", "failed", "missed", "declined"]
+                .contains(&c["status"].as_str().unwrap_or(""))
+            {
+                return c;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{c:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn sip_trunk(addr: SocketAddr, options_interval: Option<Duration>) -> dialgate::engine::SipTrunk {
+    dialgate::engine::SipTrunk {
+        trunk: TrunkConfig {
+            port: addr.port(),
+            ..trunk(false)
+        },
+        addr,
+        llm: None,
+        options_interval,
+        up: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    }
+}
+
 /// A campaign whose caller number's carrier is `sip`: the dialer places the
 /// attempt through the trunk, and it ends with the same statuses, AMD
 /// result and conversation as a Twilio call. A busy callee is `busy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_dials_through_the_sip_trunk() {
-    use dialgate::app::{self, AppConfig};
-    use serde_json::{Value, json};
     if !have_sipp() {
         return;
     }
@@ -465,86 +560,18 @@ async fn a_campaign_dials_through_the_sip_trunk() {
         ),
     ] {
         let sipp = Sipp::start(scenario, keys);
-        let dir = tempfile::tempdir().unwrap();
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent_url = format!("ws://{}/", echo.local_addr().unwrap());
         tokio::spawn(dialgate::agent::echo::serve(echo));
-        let mut trunk = trunk(false);
-        trunk.port = sipp.addr.port();
-        let app = app::start(AppConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db: dir.path().join("q.db"),
-            public_url: None,
-            carriers: Default::default(),
-            default_agent_url: agent_url.clone(),
-            default_agent_audio: Default::default(),
-            llm: None,
-            sip_listen: None,
-            sip: Some(dialgate::engine::SipTrunk {
-                trunk,
-                addr: sipp.addr,
-                llm: None,
-            }),
-            default_session: Default::default(),
-            tick: Duration::from_millis(50),
-            delivery: Default::default(),
-        })
-        .await
-        .unwrap();
-        let (_, key) = app.store.create_api_key(0).unwrap();
-        let base = format!("http://{}", app.addr);
-        let http = reqwest::Client::new();
-        let post = |path: &str, body: Value| {
-            http.post(format!("{base}{path}"))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-        };
-        let r = post(
-            "/v1/campaigns",
-            json!({"name": "sip", "agent": {"url": agent_url, "script": "opening"},
-                   "numbers": {"default": {"id": "trunk", "number": "+12015550100", "carrier": "sip"}},
-                   "amd": {"enabled": true, "action": "end_call"},
-                   "calling_window": {"start": "00:00", "end": "24:00"},
-                   "limits": {"max_duration_seconds": 10}}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 201);
-        let cid = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let r = post(
-            "/v1/calls",
-            json!({"campaign_id": cid, "to": "+12015550123"}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 201);
-        let id = r.json::<Value>().await.unwrap()["call_queue_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let t0 = Instant::now();
-        let call = loop {
-            let c: Value = http
-                .get(format!("{base}/v1/calls/{id}"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if ["completed", "busy", "failed", "missed", "declined"]
-                .contains(&c["status"].as_str().unwrap_or(""))
-            {
-                break c;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "{c:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let gw = Gateway::start(sip_trunk(sipp.addr, None), &agent_url).await;
+        let id = gw
+            .campaign_call(
+                &agent_url,
+                serde_json::json!({"amd": {"enabled": true, "action": "end_call"},
+                                   "limits": {"max_duration_seconds": 10}}),
+            )
+            .await;
+        let call = gw.ended(&id).await;
         assert_eq!(call["status"], want, "{call:#}");
         if want == "completed" {
             assert!(call["answered_by"].is_string(), "{call:#}");
@@ -639,6 +666,32 @@ impl Baresip {
     }
 }
 
+/// Calls `callee` (answered calls last up to 20 s) with the agent at
+/// `agent` and the settings `tweak`ed; waits for the call's end.
+async fn place(
+    callee: SocketAddr,
+    agent: SocketAddr,
+    tweak: impl FnOnce(&mut SipCallConfig),
+) -> SipCallReport {
+    let mut cfg = sip_call(
+        callee,
+        trunk(false),
+        Duration::from_secs(10),
+        &format!("ws://{agent}/"),
+        20_000,
+    );
+    tweak(&mut cfg);
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(cfg, "+15551230001", "+15550009999"),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the call runs");
+    eprintln!("{report:?}");
+    report
+}
+
 impl Drop for Baresip {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -663,25 +716,13 @@ async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
         return;
     };
     let (agent, seen) = counting_agent().await;
-    let mut cfg = sip_call(
-        callee.addr,
-        trunk(false),
-        Duration::from_secs(10),
-        &format!("ws://{agent}/"),
-        20_000,
-    );
-    cfg.session.agent_start = AgentStart::AfterAmd;
-    cfg.session.machine_action = MachineAction::LeaveMessage {
-        voicemail_script: "scripts/voicemail.txt".into(),
-    };
-    let report = tokio::time::timeout(
-        Duration::from_secs(30),
-        run(cfg, "+15551230001", "+15550009999"),
-    )
-    .await
-    .expect("the call ends")
-    .expect("the call runs");
-    eprintln!("{report:?}");
+    let report = place(callee.addr, agent, |cfg| {
+        cfg.session.agent_start = AgentStart::AfterAmd;
+        cfg.session.machine_action = MachineAction::LeaveMessage {
+            voicemail_script: "scripts/voicemail.txt".into(),
+        };
+    })
+    .await;
     assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
     assert!(report.media.is_some_and(|m| m.codec == G711::Pcmu));
     assert_eq!(
@@ -797,4 +838,171 @@ async fn inbound_cancel_and_no_common_codec() {
     assert!(ok, "488 flow");
     assert_eq!(stats.refused.load(Relaxed), 1);
     assert_eq!(stats.calls.load(Relaxed), 1);
+}
+
+/// An agent that presses `digits` (Twilio's `dtmf` message, sent the other
+/// way) half a second after its stream starts, as an agent would once an
+/// IVR's prompt began, then listens until the call ends.
+async fn pressing_agent(digits: &'static str) -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    if t.as_str().contains(r#""event":"start""#) {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        for d in digits.chars() {
+                            let msg = format!(r#"{{"event":"dtmf","dtmf":{{"digit":"{d}"}}}}"#);
+                            ws.send(Message::Text(msg.into())).await.unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The agent presses 1 then # (to get through an IVR menu): the digits go
+/// to the callee as RFC 4733 events, and baresip, a SIP stack that is not
+/// ours, hears both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_digits_reach_the_callee_as_rfc_4733() {
+    let Some(callee) = Baresip::start("+15551230001", &[0i16; 8000 * 3]) else {
+        return;
+    };
+    let agent = pressing_agent("1#").await;
+    let report = place(callee.addr, agent, |cfg| cfg.session.amd = None).await;
+    assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
+    assert_eq!(report.events_out, 16, "5 tone and 3 end packets per digit");
+    // baresip logs each change of event and end bit it decodes
+    let log = callee.log();
+    for heard in [
+        "received event: '1' (end=0)",
+        "received event: '1' (end=1)",
+        "received event: '#' (end=0)",
+        "received event: '#' (end=1)",
+    ] {
+        assert!(log.contains(heard), "baresip did not log {heard}: {log}");
+    }
+    // the agent is silent: its pauses are filled with silence, one frame
+    // per 20 ms (3 s of call), less the 16 slots the digits took
+    assert!(report.silence_out > 100, "{report:?}");
+}
+
+/// With an outbound proxy, the INVITE goes to the proxy's address with the
+/// trunk in its request URI and a pre-loaded Route to the proxy (SIPp
+/// checks both, and the Route of the ACK); the 486 still means busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_proxy_carries_the_call() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start("uas_via_proxy.xml", &[]);
+    let mut cfg = sip_call(
+        sipp.addr,
+        TrunkConfig {
+            host: "trunk.example".into(),
+            outbound_proxy: Some(sipp.addr.to_string()),
+            ..trunk(false)
+        },
+        Duration::from_secs(10),
+        "ws://127.0.0.1:9/",
+        300,
+    );
+    cfg.trunk.port = 5060;
+    let report = tokio::time::timeout(
+        Duration::from_secs(45),
+        run(cfg, "+15551230001", "+15550009999"),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the call runs");
+    assert_eq!(report.outcome, Outcome::Busy);
+    assert!(sipp.finished_ok(), "SIPp's checks failed");
+}
+
+/// A stateless stand-in for a trunk: once `answer` is set it answers
+/// OPTIONS with 200 and INVITE with 486; it counts what it receives by
+/// method.
+async fn fake_trunk(
+    answer: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, src)) = sock.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let method = req.split(' ').next().unwrap_or("").to_string();
+            *s.lock().unwrap().entry(method.clone()).or_insert(0) += 1;
+            let status = match method.as_str() {
+                "OPTIONS" => "200 OK",
+                "INVITE" => "486 Busy Here",
+                _ => continue,
+            };
+            if !answer.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            let mut out = format!("SIP/2.0 {status}\r\n");
+            for l in req.lines() {
+                let lower = l.to_ascii_lowercase();
+                if ["via:", "from:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|h| lower.starts_with(h))
+                {
+                    out += l;
+                    out += "\r\n";
+                } else if lower.starts_with("to:") {
+                    out += l;
+                    out += ";tag=fake\r\n";
+                }
+            }
+            out += "Content-Length: 0\r\n\r\n";
+            let _ = sock.send_to(out.as_bytes(), src).await;
+        }
+    });
+    (addr, seen)
+}
+
+/// A trunk that stops answering OPTIONS is down: the dialer holds a
+/// campaign's call (queued, no INVITE) instead of spending the attempt on
+/// a dial that would time out. When the trunk answers again the call goes
+/// out (and is busy here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_that_does_not_answer_options_holds_its_calls() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let answering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, seen) = fake_trunk(answering.clone()).await;
+    let trunk = sip_trunk(addr, Some(Duration::from_millis(300)));
+    let up = trunk.up.clone();
+    let agent = "ws://127.0.0.1:9/";
+    let gw = Gateway::start(trunk, agent).await;
+    eventually("the trunk is down", || !up.load(Relaxed)).await;
+    let id = gw.campaign_call(agent, serde_json::json!({})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gw.call(&id).await["status"], "queued");
+    assert_eq!(
+        seen.lock().unwrap().get("INVITE"),
+        None,
+        "held, not dialled"
+    );
+    assert!(seen.lock().unwrap().get("OPTIONS").copied().unwrap_or(0) >= 3);
+    // the trunk is back: the next ping finds it, and the call goes out
+    answering.store(true, Relaxed);
+    let call = gw.ended(&id).await;
+    assert_eq!(call["status"], "busy", "{call:#}");
+    assert!(up.load(Relaxed));
+    assert_eq!(seen.lock().unwrap().get("INVITE"), Some(&1));
 }

@@ -144,6 +144,9 @@ pub enum AgentIn {
         /// End, s.
         end: Option<f64>,
     },
+    /// The agent presses a digit (our extension: Twilio's own `dtmf`
+    /// message, sent the other way).
+    Dtmf(char),
     /// The agent hangs up.
     Hangup,
     /// The agent closed the stream.
@@ -356,6 +359,7 @@ impl AgentLink {
                     end,
                 },
                 StreamEvent::Hangup => AgentIn::Hangup,
+                StreamEvent::Dtmf { digit, .. } => AgentIn::Dtmf(digit),
                 other => {
                     tracing::debug!(?other, "ignoring agent message");
                     continue;

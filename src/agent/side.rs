@@ -161,6 +161,7 @@ impl AgentSide {
                 end,
             }) => s.handle_agent_transcript(&role, &text, start, end),
             Ok(AgentIn::Hangup) => s.handle_agent_hangup(now),
+            Ok(AgentIn::Dtmf(digit)) => s.handle_agent_dtmf(now, digit),
             Ok(AgentIn::Closed) => {
                 self.agent = None;
                 s.handle_agent_closed(now, "the agent closed the stream");

@@ -152,6 +152,8 @@ pub enum CarrierOut {
     Mark(String),
     /// Drop buffered audio.
     Clear,
+    /// Send this DTMF digit to the callee (the agent pressed it: IVRs).
+    Dtmf(char),
     /// End the call.
     Hangup,
 }
@@ -603,6 +605,14 @@ impl CallSession {
             start,
             end,
         });
+    }
+
+    /// The agent pressed a digit (to get through an IVR): sent to the
+    /// callee while the agent has the call.
+    pub fn handle_agent_dtmf(&mut self, _now: u64, digit: char) {
+        if self.phase == Phase::Live && self.agent.is_some() && !self.agent_muted {
+            self.out.push_back(Output::Carrier(CarrierOut::Dtmf(digit)));
+        }
     }
 
     /// The agent hung up.

@@ -14,8 +14,10 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::rtp::{
-    self, DtmfReceiver, JitterBuffer, JitterEstimator, Latch, RtpHeader, TelephoneEvent,
+    self, DtmfReceiver, DtmfSender, JitterBuffer, JitterEstimator, Latch, RtpHeader,
+    TelephoneEvent, TxTimeline,
 };
+pub use super::sdp::{G711, Negotiated, negotiate};
 use super::uac::{Dial, Outcome, SipError, SipEvent, TrunkConfig, Uac};
 use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
@@ -24,68 +26,6 @@ use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
 use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::detect::llm::LlmVerifier;
 use crate::engine::Engine;
-
-/// G.711 law of the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum G711 {
-    /// μ-law, payload type 0.
-    Pcmu,
-    /// A-law, payload type 8.
-    Pcma,
-}
-
-/// What the SDP answer settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Negotiated {
-    /// Where the callee wants RTP.
-    pub addr: SocketAddr,
-    /// The voice codec.
-    pub codec: G711,
-    /// The telephone-event payload type, if accepted.
-    pub dtmf_pt: Option<u8>,
-}
-
-/// Reads the far end's SDP (the callee's answer, or an inbound caller's
-/// offer): its first audio stream, the first of PCMU/PCMA it lists (the
-/// offerer's preference), and telephone-event. Neither law is "no common
-/// codec".
-pub fn negotiate(answer: &[u8]) -> Result<Negotiated, String> {
-    let text = std::str::from_utf8(answer).map_err(|_| "SDP is not UTF-8".to_string())?;
-    let sdp = rsiprtp::sdp::SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
-    let audio = sdp
-        .media
-        .iter()
-        .find(|m| m.media_type == rsiprtp::sdp::MediaType::Audio && m.port != 0)
-        .ok_or("SDP has no audio stream")?;
-    let conn = audio
-        .connection
-        .as_ref()
-        .or(sdp.connection.as_ref())
-        .ok_or("SDP has no connection address")?;
-    let ip: std::net::IpAddr = conn
-        .address
-        .parse()
-        .map_err(|_| format!("SDP address `{}` is not an IP", conn.address))?;
-    let maps = audio.rtpmaps();
-    let codec = audio
-        .formats
-        .iter()
-        .find_map(|f| match f.as_str() {
-            "0" => Some(G711::Pcmu),
-            "8" => Some(G711::Pcma),
-            _ => None,
-        })
-        .ok_or("no common codec (PCMU or PCMA) in the SDP")?;
-    let dtmf_pt = maps
-        .iter()
-        .find(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
-        .map(|m| m.payload_type);
-    Ok(Negotiated {
-        addr: SocketAddr::new(ip, audio.port),
-        codec,
-        dtmf_pt,
-    })
-}
 
 /// Everything one call needs.
 #[derive(Clone)]
@@ -123,6 +63,10 @@ pub struct SipCallReport {
     pub frames_in: u64,
     /// RTP frames sent.
     pub frames_out: u64,
+    /// RFC 4733 packets sent (the agent's digits).
+    pub events_out: u64,
+    /// Frames of silence sent in the agent's pauses.
+    pub silence_out: u64,
     /// Frames the jitter buffer gave up on.
     pub frames_lost: u64,
     /// Datagrams ignored (malformed, or from a stranger).
@@ -161,8 +105,22 @@ struct Media {
     pending_len: usize,
     dtmf: DtmfReceiver,
     arrival: JitterEstimator,
+    /// payload type, sequence number and SSRC of what we send (the
+    /// timestamp comes from `timeline`)
     out: RtpHeader,
+    /// our RTP timestamp at the answer (random, RFC 3550 §5.1)
+    ts0: u32,
+    timeline: TxTimeline,
+    /// the next voice packet starts a talkspurt (after a hold)
+    resume: bool,
     media_ms: u64,
+    /// false while the far end holds the call (we answered recvonly or
+    /// inactive): frames are not sent, but time runs on
+    sending: bool,
+    /// the agent's digits, as RFC 4733 events
+    dtmf_out: DtmfSender,
+    /// RTP timestamp of the event being sent
+    event_ts: u32,
 }
 
 /// The signalling of one call: outbound or inbound, the same events.
@@ -315,6 +273,8 @@ pub(crate) async fn drive(
         media: None,
         frames_in: 0,
         frames_out: 0,
+        events_out: 0,
+        silence_out: 0,
         frames_lost: 0,
         ignored: 0,
         jitter_ms: 0.0,
@@ -358,12 +318,20 @@ pub(crate) async fn drive(
                                     G711::Pcmu => 0,
                                     G711::Pcma => 8,
                                 },
-                                marker: true,
+                                marker: false,
                                 seq: (epoch.elapsed().as_nanos() as u16) | 1,
-                                ts: epoch.elapsed().as_nanos() as u32,
+                                ts: 0,
                                 ssrc: epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11,
                             },
+                            // RFC 3550 §5.1 asks for a random start; the
+                            // nanoseconds of the set-up time are as good
+                            ts0: epoch.elapsed().as_nanos() as u32 ^ 0x0BAD_F00D,
+                            timeline: TxTimeline::new(now()),
+                            resume: false,
                             media_ms: 0,
+                            sending: true,
+                            dtmf_out: DtmfSender::default(),
+                            event_ts: 0,
                         });
                         // RTP is played as it arrives: frames sent ahead
                         // of time would only be jitter to the callee.
@@ -387,6 +355,23 @@ pub(crate) async fn drive(
                         uac.hangup(now())?;
                     }
                 },
+                SipEvent::Reoffered { sdp, sending } => {
+                    if let Some(m) = media.as_mut() {
+                        tracing::info!(sending, "re-INVITE");
+                        if !m.sending && sending {
+                            // talkspurt after the hold: marker bit
+                            m.resume = true;
+                        }
+                        m.sending = sending;
+                        // the far end may move its media
+                        if let Ok(neg) = negotiate(&sdp)
+                            && neg.addr != m.neg.addr
+                        {
+                            m.neg.addr = neg.addr;
+                            m.latch = Latch::new(neg.addr, peer.ip());
+                        }
+                    }
+                }
                 SipEvent::Ended(o) => {
                     tracing::info!(outcome = o.as_status(), "SIP call ended");
                     // after an unusable answer the 488-like failure stands
@@ -414,19 +399,19 @@ pub(crate) async fn drive(
                 match c {
                     CarrierOut::Media(frame) => {
                         if let Some(m) = media.as_mut() {
+                            if m.dtmf_out.is_sending() {
+                                // the digit's packets stand in for this frame
+                                continue;
+                            }
                             let mut payload = frame;
                             if m.neg.codec == G711::Pcma {
                                 for b in payload.iter_mut() {
                                     *b = g711::alaw_encode(g711::ulaw_decode(*b));
                                 }
                             }
-                            if let Some(n) = rtp::write(&m.out, &payload, &mut rtp_out) {
-                                rtp_sock.send_to(&rtp_out[..n], m.latch.target()).await?;
+                            if send_voice(&rtp_sock, m, &mut rtp_out, t, &payload).await? {
                                 report.frames_out += 1;
                             }
-                            m.out.marker = false;
-                            m.out.seq = m.out.seq.wrapping_add(1);
-                            m.out.ts = m.out.ts.wrapping_add(FRAME_SAMPLES as u32);
                         }
                     }
                     // RTP has no play-out report: a mark is played once the
@@ -435,11 +420,45 @@ pub(crate) async fn drive(
                     // Nothing is buffered far away: the session already
                     // dropped what it held.
                     CarrierOut::Clear => {}
+                    CarrierOut::Dtmf(digit) => {
+                        if let Some(m) = media.as_mut() {
+                            if m.neg.dtmf_pt.is_none() {
+                                tracing::warn!(%digit, "the far end takes no telephone-event: digit not sent");
+                            } else if !m.dtmf_out.push(digit, t) {
+                                tracing::warn!(%digit, "not a DTMF digit");
+                            }
+                        }
+                    }
                     CarrierOut::Hangup => {
                         if !hung_up {
                             hung_up = true;
                             uac.hangup(t)?;
                         }
+                    }
+                }
+            }
+            // the agent's digits, due every 20 ms while one is sent, and
+            // silence whenever a slot passes with nothing else to send
+            if let Some(m) = media.as_mut() {
+                let t = now();
+                while let Some(p) = m.dtmf_out.poll_packet(t) {
+                    let (offset, _) = m.timeline.take(t);
+                    if p.first {
+                        m.event_ts = m.ts0.wrapping_add(offset);
+                    }
+                    let pt = m.neg.dtmf_pt.unwrap_or(101);
+                    let ts = m.event_ts;
+                    if send_rtp(&rtp_sock, m, &mut rtp_out, pt, p.first, ts, &p.payload).await? {
+                        report.events_out += 1;
+                    }
+                }
+                if !m.dtmf_out.is_sending() && t >= m.timeline.fill_due() {
+                    let silence = match m.neg.codec {
+                        G711::Pcmu => [0xFF; FRAME_SAMPLES],
+                        G711::Pcma => [0xD5; FRAME_SAMPLES],
+                    };
+                    if send_voice(&rtp_sock, m, &mut rtp_out, t, &silence).await? {
+                        report.silence_out += 1;
                     }
                 }
             }
@@ -454,6 +473,8 @@ pub(crate) async fn drive(
         let wake = [
             uac.poll_timeout(),
             session.as_ref().and_then(CallSession::poll_timeout),
+            media.as_ref().and_then(|m| m.dtmf_out.poll_timeout()),
+            media.as_ref().map(|m| m.timeline.fill_due()),
         ]
         .into_iter()
         .flatten()
@@ -543,6 +564,51 @@ pub(crate) async fn drive(
     Ok(report)
 }
 
+/// Sends one 20 ms voice frame (the agent's or silence) in its slot of the
+/// timeline.
+async fn send_voice(
+    sock: &UdpSocket,
+    m: &mut Media,
+    buf: &mut [u8],
+    now: u64,
+    payload: &[u8],
+) -> std::io::Result<bool> {
+    let (offset, gap) = m.timeline.take(now);
+    let marker = gap || std::mem::take(&mut m.resume);
+    let ts = m.ts0.wrapping_add(offset);
+    let pt = m.out.pt;
+    send_rtp(sock, m, buf, pt, marker, ts, payload).await
+}
+
+/// Sends one RTP packet of the call, unless the far end holds it (then
+/// only time runs on). True if sent.
+async fn send_rtp(
+    sock: &UdpSocket,
+    m: &mut Media,
+    buf: &mut [u8],
+    pt: u8,
+    marker: bool,
+    ts: u32,
+    payload: &[u8],
+) -> std::io::Result<bool> {
+    if !m.sending {
+        return Ok(false);
+    }
+    let h = RtpHeader {
+        pt,
+        marker,
+        seq: m.out.seq,
+        ts,
+        ssrc: m.out.ssrc,
+    };
+    let Some(n) = rtp::write(&h, payload, buf) else {
+        return Ok(false);
+    };
+    sock.send_to(&buf[..n], m.latch.target()).await?;
+    m.out.seq = m.out.seq.wrapping_add(1);
+    Ok(true)
+}
+
 /// Our address toward `trunk` (what Via, Contact and SDP must carry): the
 /// source address the kernel's route picks, learnt by connecting a UDP
 /// socket (which sends nothing).
@@ -555,29 +621,4 @@ pub(crate) async fn local_ip_for(trunk: SocketAddr) -> std::io::Result<std::net:
     let probe = UdpSocket::bind(any).await?;
     probe.connect(trunk).await?;
     Ok(probe.local_addr()?.ip())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_answer_picks_the_callees_codec_and_address() {
-        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
-                   m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
-        let n = negotiate(sdp.as_bytes()).unwrap();
-        assert_eq!(n.codec, G711::Pcma);
-        assert_eq!(n.addr, "10.0.0.9:6000".parse().unwrap());
-        assert_eq!(n.dtmf_pt, Some(101));
-        let opus = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
-                    m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert!(
-            negotiate(opus.as_bytes())
-                .unwrap_err()
-                .contains("no common codec")
-        );
-        assert!(negotiate(b"\xff\xfe").is_err());
-        assert!(negotiate(b"v=0\r\nm=audio x\r\n").is_err());
-        assert!(negotiate(b"").is_err());
-    }
 }

@@ -22,7 +22,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::call::{Dialog, G711, Negotiated, SipLink, drive, local_ip_for, negotiate};
+use super::call::{Dialog, SipLink, drive, local_ip_for};
+use super::sdp::{LocalSdp, negotiate};
 use super::uas::{Uas, parse_invite, reject};
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
@@ -70,24 +71,6 @@ pub async fn start(
     tokio::spawn(listen(sock, cfg, stats.clone()));
     tracing::info!(%bound, "SIP: taking inbound calls");
     Ok((bound, stats))
-}
-
-/// The SDP answer to an offer we accept: the codec it chose, and
-/// telephone-event at the offer's payload type.
-fn answer_sdp(ip: std::net::IpAddr, rtp_port: u16, neg: &Negotiated) -> Vec<u8> {
-    let mut m = rsiprtp::sdp::MediaBuilder::audio(rtp_port);
-    m = match neg.codec {
-        G711::Pcmu => m.pcmu(),
-        G711::Pcma => m.pcma(),
-    };
-    if let Some(pt) = neg.dtmf_pt {
-        m = m.telephone_event(pt);
-    }
-    rsiprtp::sdp::SdpBuilder::new(ip)
-        .session_name("dialgate")
-        .add_media(m.ptime(20))
-        .build_string()
-        .into_bytes()
 }
 
 /// The listener's state: the socket, and the calls it feeds.
@@ -233,7 +216,7 @@ impl Listener {
             }
         };
         let rtp_port = rtp.local_addr().map(|a| a.port()).unwrap_or(0);
-        let answer = answer_sdp(local.ip(), rtp_port, &neg);
+        let answer = LocalSdp::answer(local.ip(), rtp_port, &neg);
         let answer_ms = cfg.answer_after.as_millis() as u64;
         let uas = match Uas::new(invite.clone(), local, answer, answer_ms, 0) {
             Ok(u) => u,

@@ -6,18 +6,22 @@
 //! - [`uas`]: the sans-IO inbound call (INVITE server transaction and
 //!   dialog);
 //! - [`inbound`]: the listener that demultiplexes the SIP port by Call-ID;
+//! - [`keepalive`]: OPTIONS toward the trunk, so the dialer holds calls
+//!   while it is down;
+//! - [`sdp`]: reading the far end's SDP, writing ours, hold and resume;
 //! - [`rtp`]: allocation-free RTP, RFC 4733 digits, latching, reordering;
 //! - [`call`]: the driver of one call, either direction: signalling, then
 //!   its media through the same `CallSession` as Twilio (AMD, agent
 //!   bridge, voicemail rules, lifecycle);
 //! - [`load`]: `dialgate sip-load`.
 //!
-//! Not here yet: TCP, an outbound proxy, sending re-INVITE or OPTIONS
-//! (both are answered), RTCP, Opus, sending RFC 4733.
+//! Not here yet: TCP, sending re-INVITE (ours are answered), RTCP, Opus.
 
 pub mod call;
 pub mod inbound;
+pub mod keepalive;
 pub mod load;
 pub mod rtp;
+pub mod sdp;
 pub mod uac;
 pub mod uas;

@@ -168,6 +168,141 @@ impl DtmfReceiver {
     }
 }
 
+/// Our outgoing RTP timeline, sans-IO: every packet takes a 20 ms slot
+/// anchored to the driver's clock, so the agent's audio, the silence that
+/// fills its pauses and the digits never drift from real time (a packet
+/// that comes a little early takes the next free slot). When nothing was
+/// sent for a slot, silence is due: carriers hang up calls whose RTP stops
+/// (Asterisk's `rtptimeout`, SBC media timers), and some peers only play
+/// out what later packets push through.
+#[derive(Debug, Clone, Copy)]
+pub struct TxTimeline {
+    start_ms: u64,
+    last_slot: Option<u64>,
+}
+
+/// Slack after a missed slot before silence is sent, so that an agent
+/// frame due at the same moment goes first.
+const FILL_SLACK_MS: u64 = 5;
+
+impl TxTimeline {
+    /// A timeline starting at `now` (the answer).
+    pub fn new(now: u64) -> Self {
+        Self {
+            start_ms: now,
+            last_slot: None,
+        }
+    }
+
+    /// Takes the slot for a packet sent at `now`: its timestamp offset in
+    /// 8 kHz samples, and whether it starts a talkspurt (the first packet,
+    /// or one after a gap).
+    pub fn take(&mut self, now: u64) -> (u32, bool) {
+        let due = (now.saturating_sub(self.start_ms) + 10) / 20;
+        let (slot, marker) = match self.last_slot {
+            None => (due, true),
+            Some(last) => {
+                let slot = due.max(last + 1);
+                (slot, slot > last + 1)
+            }
+        };
+        self.last_slot = Some(slot);
+        ((slot * 160) as u32, marker)
+    }
+
+    /// When silence is due if nothing is sent before: a little after the
+    /// next slot's time, so the fill keeps the 20 ms cadence.
+    pub fn fill_due(&self) -> u64 {
+        let next = self.last_slot.map_or(0, |l| l + 1);
+        self.start_ms + next * 20 + FILL_SLACK_MS
+    }
+}
+
+/// One RFC 4733 packet to send, from [`DtmfSender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPacket {
+    /// The telephone-event payload.
+    pub payload: [u8; 4],
+    /// The first packet of an event: marker bit, and the event's RTP
+    /// timestamp starts here.
+    pub first: bool,
+}
+
+/// RFC 4733 sender, sans-IO: digits are sent one at a time, each as five
+/// packets 20 ms apart (100 ms of tone, the first with the marker bit),
+/// then its end packet three times (RFC 4733 §2.5.1.4), then 60 ms of
+/// gap before the next digit. Voice is not sent during an event.
+#[derive(Debug, Default)]
+pub struct DtmfSender {
+    queue: std::collections::VecDeque<u8>,
+    /// event code and packets sent of the digit being sent
+    active: Option<(u8, u16)>,
+    next_at: Option<u64>,
+}
+
+/// Packets of tone per digit (100 ms).
+const TONE_PACKETS: u16 = 5;
+/// Times the end packet is sent.
+const END_REPEATS: u16 = 3;
+/// Silence between two digits, ms.
+const DIGIT_GAP_MS: u64 = 60;
+
+impl DtmfSender {
+    /// Queues `digit` at `now`; false if it is not a DTMF digit.
+    pub fn push(&mut self, digit: char, now: u64) -> bool {
+        let Some(code) = TelephoneEvent::code_of(digit) else {
+            return false;
+        };
+        self.queue.push_back(code);
+        if self.next_at.is_none() {
+            self.next_at = Some(now);
+        }
+        true
+    }
+
+    /// True while an event is being sent (voice waits).
+    pub fn is_sending(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// When the next packet is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next_at
+    }
+
+    /// The next packet, if one is due at `now`.
+    pub fn poll_packet(&mut self, now: u64) -> Option<EventPacket> {
+        let at = self.next_at.filter(|&t| now >= t)?;
+        let (code, sent) = match self.active {
+            Some(a) => a,
+            None => match self.queue.pop_front() {
+                Some(code) => (code, 0),
+                None => {
+                    self.next_at = None;
+                    return None;
+                }
+            },
+        };
+        let n = sent + 1;
+        let ev = TelephoneEvent {
+            event: code,
+            end: n > TONE_PACKETS,
+            duration: n.min(TONE_PACKETS) * 160,
+        };
+        if n == TONE_PACKETS + END_REPEATS {
+            self.active = None;
+            self.next_at = (!self.queue.is_empty()).then_some(at + DIGIT_GAP_MS);
+        } else {
+            self.active = Some((code, n));
+            self.next_at = Some(at + 20);
+        }
+        Some(EventPacket {
+            payload: ev.to_bytes(),
+            first: n == 1,
+        })
+    }
+}
+
 /// Where to send RTP: first the address the SDP answer names, then, once
 /// the callee's RTP arrives, its real source (symmetric RTP, for callees
 /// behind NAT). A source with port 0 (some SIPp set-ups) is never latched
@@ -466,6 +601,80 @@ mod tests {
         assert!(l.on_packet("203.0.113.7:31000".parse().unwrap()));
         assert_eq!(l.target(), "203.0.113.7:31000".parse().unwrap());
         assert!(!l.on_packet("192.168.1.20:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_timeline_follows_the_clock_without_drift() {
+        let mut t = TxTimeline::new(1000);
+        assert_eq!(t.take(1000), (0, true));
+        assert_eq!(t.take(1020), (160, false));
+        // a frame a little early takes the next slot, not the same
+        assert_eq!(t.take(1021), (320, false));
+        assert_eq!(t.take(1060), (480, false));
+        // nothing for a while: silence is due 25 ms after the last packet
+        assert_eq!(t.fill_due(), 1085);
+        // after a gap the slot follows the clock, with the marker bit
+        assert_eq!(t.take(1200), (1600, true));
+        // a thousand frames later, still on the clock
+        for k in 1..=1000u64 {
+            t.take(1200 + 20 * k);
+        }
+        assert_eq!(t.take(1200 + 20 * 1001).0, 1600 + 160 * 1001);
+        // silence alone keeps the cadence: 50 frames a second
+        let mut t = TxTimeline::new(0);
+        let mut sent = 0;
+        while t.fill_due() < 1000 {
+            t.take(t.fill_due());
+            sent += 1;
+        }
+        assert_eq!(sent, 50);
+    }
+
+    #[test]
+    fn digits_are_sent_as_rfc_4733_events() {
+        let mut tx = DtmfSender::default();
+        assert!(!tx.push('x', 0));
+        assert!(tx.push('5', 1000));
+        assert!(tx.push('#', 1000));
+        let mut rx = DtmfReceiver::default();
+        let mut heard = Vec::new();
+        let mut packets = Vec::new();
+        let mut ts = 0u32;
+        while let Some(at) = tx.poll_timeout() {
+            let Some(p) = tx.poll_packet(at) else {
+                continue;
+            };
+            if p.first {
+                ts += 8000;
+            }
+            let ev = TelephoneEvent::parse(&p.payload).unwrap();
+            let h = RtpHeader {
+                pt: 101,
+                marker: p.first,
+                seq: packets.len() as u16,
+                ts,
+                ssrc: 1,
+            };
+            packets.push((at, p, ev));
+            heard.extend(rx.push(&h, ev));
+        }
+        // the receiver we test against hears each digit once
+        assert_eq!(heard, ['5', '#']);
+        assert_eq!(packets.len(), 16, "5 tone + 3 end packets per digit");
+        let (t0, p0, e0) = packets[0];
+        assert_eq!(t0, 1000);
+        assert!(p0.first && !e0.end && e0.event == 5 && e0.duration == 160);
+        let (_, _, e4) = packets[4];
+        assert_eq!((e4.end, e4.duration), (false, 800));
+        for (_, p, e) in &packets[5..8] {
+            assert!(!p.first && e.end && e.duration == 800);
+        }
+        // 20 ms apart, then 60 ms of gap before the next digit
+        assert_eq!(packets[7].0, 1140);
+        assert_eq!(packets[8].0, 1200);
+        assert!(packets[8].1.first && packets[8].2.event == 11);
+        assert!(!tx.is_sending());
+        assert_eq!(tx.poll_timeout(), None);
     }
 
     #[test]

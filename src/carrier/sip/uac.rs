@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use super::sdp::LocalSdp;
 use rsiprtp::sip::{
     DigestChallenge, DigestCredentials, DigestResponse, Method, SipMessage, SipRequest, SipResponse,
 };
@@ -142,6 +143,10 @@ pub struct TrunkConfig {
     pub password: Option<String>,
     /// Domain of our From URI (defaults to the host).
     pub from_domain: Option<String>,
+    /// An outbound proxy (`host:port`) every request goes through: the
+    /// driver sends to its address, and the INVITE (with its CANCEL and
+    /// ACK) carries a pre-loaded `Route: <sip:proxy;lr>` (RFC 3261 §8.1.2).
+    pub outbound_proxy: Option<String>,
 }
 
 /// One call to place.
@@ -171,6 +176,10 @@ pub enum SipEvent {
     /// The call is up, with the far end's SDP: the answer to our offer
     /// (outbound), or the offer we answered (inbound).
     Answered { sdp: Vec<u8> },
+    /// A re-INVITE came with `sdp` (hold, resume, moved media, session
+    /// refresh) and was answered; `sending` says whether our answer lets
+    /// us send RTP.
+    Reoffered { sdp: Vec<u8>, sending: bool },
     /// The call is over.
     Ended(Outcome),
 }
@@ -201,7 +210,7 @@ pub struct Uac {
     cseq: u32,
     branch: String,
     invite: Vec<u8>,
-    offer: Vec<u8>,
+    sdp: LocalSdp,
     authorized: bool,
     started: u64,
     /// next retransmission of `last_request` and its interval
@@ -239,17 +248,6 @@ impl Uac {
     /// Starts the call at `now`: the INVITE is the first event.
     pub fn new(cfg: TrunkConfig, dial: Dial, now: u64) -> Result<Self, SipError> {
         let domain = cfg.from_domain.clone().unwrap_or_else(|| cfg.host.clone());
-        let offer = rsiprtp::sdp::SdpBuilder::new(dial.local.ip())
-            .session_name("dialgate")
-            .add_media(
-                rsiprtp::sdp::MediaBuilder::audio(dial.rtp_port)
-                    .pcmu()
-                    .pcma()
-                    .telephone_event(101)
-                    .ptime(20),
-            )
-            .build_string()
-            .into_bytes();
         let mut uac = Self {
             call_id: rsiprtp::sip::generate_call_id(&domain),
             from_tag: rsiprtp::sip::generate_tag(),
@@ -257,7 +255,7 @@ impl Uac {
             cseq: 1,
             branch: rsiprtp::sip::generate_branch(),
             invite: Vec::new(),
-            offer,
+            sdp: LocalSdp::offer(dial.local.ip(), dial.rtp_port),
             authorized: false,
             started: now,
             retransmit_at: None,
@@ -352,6 +350,15 @@ impl Uac {
         b
     }
 
+    /// The pre-loaded route of requests outside the dialog.
+    fn proxy_route(&self) -> Vec<String> {
+        self.cfg
+            .outbound_proxy
+            .iter()
+            .map(|p| format!("<sip:{p};lr>"))
+            .collect()
+    }
+
     fn send(&mut self, bytes: Vec<u8>) {
         self.events.push_back(SipEvent::Send(bytes));
     }
@@ -369,9 +376,10 @@ impl Uac {
         let uri = self.uri(&self.dial.to);
         let mut b = self
             .base(Method::Invite, &uri, &self.branch.clone(), self.cseq)
+            .route(&self.proxy_route())
             .contact(&self.contact())
             .header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-            .body(self.offer.clone(), "application/sdp");
+            .body(self.sdp.to_bytes(), "application/sdp");
         if let Some((proxy, value)) = auth {
             b = if proxy {
                 b.proxy_authorization(&value)
@@ -391,6 +399,7 @@ impl Uac {
         let uri = self.uri(&self.dial.to);
         let ack = self
             .base(Method::Ack, &uri, &self.branch.clone(), self.cseq)
+            .route(&self.proxy_route())
             .build()
             .map_err(build_err("ACK"))?;
         self.send(ack.to_bytes().to_vec());
@@ -434,6 +443,7 @@ impl Uac {
         let saved = self.to_tag.take();
         let cancel = self
             .base(Method::Cancel, &uri, &self.branch.clone(), self.cseq)
+            .route(&self.proxy_route())
             .build()
             .map_err(build_err("CANCEL"));
         self.to_tag = saved;
@@ -522,6 +532,12 @@ impl Uac {
     }
 
     fn on_request(&mut self, _now: u64, req: &SipRequest) -> Result<(), SipError> {
+        let reinvite = req.method() == Method::Invite && self.state == State::Confirmed;
+        let body = if reinvite {
+            self.sdp.reanswer(req.body())
+        } else {
+            Vec::new()
+        };
         let method = req.method();
         let reply = |status: u16, reason: &str| {
             rsiprtp::sip::SipResponse::builder()
@@ -532,10 +548,10 @@ impl Uac {
             Method::Ack => return Ok(()),
             Method::Bye | Method::Options | Method::Update | Method::Info => reply(200, "OK"),
             // A re-INVITE (session refresh, or the far end putting us on
-            // hold): keep the call, answering with our media as it stands.
-            Method::Invite if self.state == State::Confirmed => reply(200, "OK")
+            // hold): keep the call, answering its direction.
+            Method::Invite if reinvite => reply(200, "OK")
                 .contact(&self.contact())
-                .body(self.offer.clone(), "application/sdp"),
+                .body(body, "application/sdp"),
             Method::Invite => reply(491, "Request Pending"),
             // Anything else gets a final answer, so it is not retransmitted
             // for 32 s.
@@ -543,6 +559,12 @@ impl Uac {
         };
         let response = response.build().map_err(build_err("response"))?;
         self.send(response.to_bytes().to_vec());
+        if reinvite {
+            self.events.push_back(SipEvent::Reoffered {
+                sdp: req.body().to_vec(),
+                sending: self.sdp.sending(),
+            });
+        }
         if method == Method::Bye && self.state == State::Confirmed {
             self.end(Outcome::Completed);
         }
@@ -688,6 +710,7 @@ mod tests {
                 username: Some("alice".into()),
                 password: Some("secret".into()),
                 from_domain: None,
+                outbound_proxy: None,
             },
             Dial {
                 to: "+15551230001".into(),

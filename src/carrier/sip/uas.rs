@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 
 use rsiprtp::sip::{Method, SipMessage, SipRequest, SipResponse};
 
+use super::sdp::LocalSdp;
 use super::uac::{Outcome, SipError, SipEvent, T1_MS, T2_MS, TIMER_B_MS, build_err};
 
 /// Timer H (wait for the ACK) and Timer F (BYE): 64·T1, as Timer B.
@@ -50,7 +51,7 @@ pub struct Uas {
     /// our tag, in the To of every response
     tag: String,
     local: SocketAddr,
-    answer: Vec<u8>,
+    sdp: LocalSdp,
     answer_at: u64,
     /// the last response to the INVITE, sent again on a retransmitted INVITE
     last_response: Vec<u8>,
@@ -126,12 +127,12 @@ fn with_headers(bytes: Vec<u8>, name: &str, values: &[String]) -> Vec<u8> {
 }
 
 impl Uas {
-    /// Takes the call `invite` at `now`, to answer with `answer_sdp` after
+    /// Takes the call `invite` at `now`, to answer with `sdp` after
     /// `answer_after_ms`. `local` is our SIP address (Contact, Via).
     pub fn new(
         invite: SipRequest,
         local: SocketAddr,
-        answer_sdp: Vec<u8>,
+        sdp: LocalSdp,
         answer_after_ms: u64,
         now: u64,
     ) -> Result<Self, SipError> {
@@ -149,7 +150,7 @@ impl Uas {
             call_id,
             tag: rsiprtp::sip::generate_tag(),
             local,
-            answer: answer_sdp,
+            sdp,
             answer_at: now + answer_after_ms,
             last_response: Vec::new(),
             retransmit_at: None,
@@ -236,7 +237,7 @@ impl Uas {
         if status / 100 == 2 {
             b = b
                 .contact(&self.contact())
-                .body(self.answer.clone(), "application/sdp");
+                .body(self.sdp.to_bytes(), "application/sdp");
         }
         let bytes = b
             .build()
@@ -442,16 +443,21 @@ impl Uas {
                     }
                 }
             }
-            // A re-INVITE: hold or session refresh; our media stays.
+            // A re-INVITE: hold, resume or session refresh.
             Method::Invite if self.state == State::Confirmed => {
+                let body = self.sdp.reanswer(req.body());
                 let r = SipResponse::builder()
                     .status(200, "OK")
                     .from_request(req)
                     .contact(&self.contact())
-                    .body(self.answer.clone(), "application/sdp")
+                    .body(body, "application/sdp")
                     .build()
                     .map_err(build_err("response"))?;
                 self.send(r.to_bytes().to_vec());
+                self.events.push_back(SipEvent::Reoffered {
+                    sdp: req.body().to_vec(),
+                    sending: self.sdp.sending(),
+                });
             }
             Method::Invite => {
                 let r = reply(491, "Request Pending")?;
@@ -518,7 +524,7 @@ mod tests {
         Uas::new(
             inv,
             "127.0.0.1:5080".parse().unwrap(),
-            b"v=0\r\n".to_vec(),
+            LocalSdp::offer("127.0.0.1".parse().unwrap(), 4000),
             answer_after_ms,
             0,
         )
@@ -536,6 +542,7 @@ mod tests {
                 }
                 SipEvent::Progress { status, .. } => format!("progress {status}"),
                 SipEvent::Answered { .. } => "answered".into(),
+                SipEvent::Reoffered { sending, .. } => format!("reoffered sending={sending}"),
                 SipEvent::Ended(o) => format!("ended {}", o.as_status()),
             });
         }
@@ -583,7 +590,7 @@ mod tests {
         assert!(ok.contains("Record-Route: <sip:proxy.example;lr>"), "{ok}");
         assert!(ok.contains("sip:+15550001111@127.0.0.1:5080"), "{ok}");
         assert!(ok.contains(";tag="), "{ok}");
-        assert!(ok.ends_with("v=0\r\n"), "{ok}");
+        assert!(ok.contains("m=audio 4000 RTP/AVP"), "{ok}");
         // and it parses back
         assert!(SipMessage::parse(ok.as_bytes()).is_ok());
     }
@@ -704,10 +711,46 @@ mod tests {
             [
                 "SIP/2.0 200 OK",
                 "SIP/2.0 200 OK",
+                "reoffered sending=true",
                 "SIP/2.0 501 Not Implemented"
             ]
         );
         assert!(!u.is_done());
+    }
+
+    #[test]
+    fn a_hold_is_answered_recvonly_and_stops_our_audio() {
+        let mut u = uas(0);
+        drain(&mut u);
+        let tag = tag_of(&u);
+        u.handle_datagram(10, &request("ACK", Some(&tag), 1, "z9hG4bKa"))
+            .unwrap();
+        let hold = OFFER.to_string() + "a=sendonly\r\n";
+        let reinvite = String::from_utf8(request("INVITE", Some(&tag), 2, "z9hG4bKh"))
+            .unwrap()
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}",
+                    hold.len()
+                ),
+            );
+        u.handle_datagram(20, reinvite.as_bytes()).unwrap();
+        let ok = match u.poll_event() {
+            Some(SipEvent::Send(b)) => String::from_utf8(b).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+        assert!(ok.contains("a=recvonly"), "{ok}");
+        assert!(matches!(
+            u.poll_event(),
+            Some(SipEvent::Reoffered { sending: false, .. })
+        ));
+        // resumed
+        let resume = reinvite.replace("a=sendonly", "a=sendrecv");
+        u.handle_datagram(30, resume.as_bytes()).unwrap();
+        let ev = drain(&mut u);
+        assert_eq!(ev, ["SIP/2.0 200 OK", "reoffered sending=true"]);
     }
 
     #[test]
