@@ -68,6 +68,9 @@ enum Command {
         /// the trunk stays the request's destination.
         #[arg(long, env = "DIALGATE_SIP_OUTBOUND_PROXY")]
         sip_outbound_proxy: Option<String>,
+        /// The trunk's transport: udp, or tcp (a connection per call).
+        #[arg(long, env = "DIALGATE_SIP_TRANSPORT", default_value = "udp")]
+        sip_transport: dialgate::carrier::sip::uac::Transport,
         /// Ping the trunk with OPTIONS every this many seconds and hold SIP
         /// calls while it does not answer (0: never ping).
         #[arg(long, default_value_t = 0)]
@@ -751,6 +754,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sip_password,
             sip_from_domain,
             sip_outbound_proxy,
+            sip_transport,
             sip_options_interval,
             twilio_account_sid,
             twilio_auth_token,
@@ -819,6 +823,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 username: sip_username,
                                 password: sip_password,
                                 from_domain: sip_from_domain,
+                                transport: sip_transport,
                                 outbound_proxy: sip_outbound_proxy,
                             },
                             addr,

@@ -64,15 +64,30 @@ impl Sipp {
     /// Starts SIPp on `scenario` from `tests/sipp`, with each `[key]` of
     /// the template replaced by its value, as the callee.
     fn start(scenario: &str, keys: &[(&str, &str)]) -> Self {
-        Self::spawn(scenario, keys, None)
+        Self::spawn(scenario, keys, None, false)
+    }
+
+    /// The callee over TCP (`-t t1`), listening once this returns.
+    fn start_tcp(scenario: &str, keys: &[(&str, &str)]) -> Self {
+        let sipp = Self::spawn(scenario, keys, None, true);
+        // listening once its port cannot be bound
+        let t0 = Instant::now();
+        while std::net::TcpListener::bind(sipp.addr).is_ok() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "SIPp did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sipp
     }
 
     /// SIPp as a caller placing one call to `target`.
     fn call(scenario: &str, keys: &[(&str, &str)], target: SocketAddr) -> Self {
-        Self::spawn(scenario, keys, Some(target))
+        Self::spawn(scenario, keys, Some(target), false)
     }
 
-    fn spawn(scenario: &str, keys: &[(&str, &str)], target: Option<SocketAddr>) -> Self {
+    fn spawn(scenario: &str, keys: &[(&str, &str)], target: Option<SocketAddr>, tcp: bool) -> Self {
         let port = free_port();
         let media = free_port();
         // SIPp checks status codes when it loads a scenario, before any
@@ -90,6 +105,9 @@ impl Sipp {
         let mut cmd = Command::new("sipp");
         if let Some(t) = target {
             cmd.arg(t.to_string());
+        }
+        if tcp {
+            cmd.args(["-t", "t1"]);
         }
         cmd.args(["-sf", path.to_str().unwrap(), "-i", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
@@ -142,6 +160,7 @@ fn trunk(auth: bool) -> TrunkConfig {
         username: auth.then(|| "alice".to_string()),
         password: auth.then(|| "secret".to_string()),
         from_domain: Some("dialgate.test".into()),
+        transport: Default::default(),
         outbound_proxy: None,
     }
 }
@@ -734,6 +753,16 @@ async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.get("start:voicemail"), Some(&1), "{seen:?}");
     assert!(!seen.contains_key("start:human"), "{seen:?}");
+    // RTCP both ways over the 8 s call: our reports went out every 5 s
+    // (the first at 2.5 s), and baresip's came back and were read
+    assert!(report.rtcp_sent >= 1, "{report:?}");
+    assert!(report.rtcp.reports >= 1, "{report:?}");
+    // its receiver report of our sender report gives the round trip:
+    // baresip read our SR's NTP time right
+    assert!(
+        report.rtcp.rtt_ms.is_some_and(|ms| ms < 100.0),
+        "{report:?}"
+    );
 }
 
 fn inbound(answer_after: Duration, agent: &str) -> dialgate::carrier::sip::inbound::InboundConfig {
@@ -1005,4 +1034,32 @@ async fn a_trunk_that_does_not_answer_options_holds_its_calls() {
     assert_eq!(call["status"], "busy", "{call:#}");
     assert!(up.load(Relaxed));
     assert_eq!(seen.lock().unwrap().get("INVITE"), Some(&1));
+}
+
+/// Over TCP (`--sip-transport tcp`): one connection per call and no
+/// retransmissions. SIPp in TCP mode checks each flow: a busy callee is
+/// busy; an answered call is ACKed and ends with a clean BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_tcp() {
+    use dialgate::carrier::sip::uac::Transport;
+    if !have_sipp() {
+        return;
+    }
+    for (scenario, keys, want) in [
+        (
+            "uas_final.xml",
+            &[("status", "486"), ("reason", "Busy Here")][..],
+            Outcome::Busy,
+        ),
+        ("uas_answer.xml", &[][..], Outcome::Completed),
+    ] {
+        let sipp = Sipp::start_tcp(scenario, keys);
+        let tcp = TrunkConfig {
+            transport: Transport::Tcp,
+            ..trunk(false)
+        };
+        let report = dial(&sipp, tcp, Duration::from_secs(20)).await;
+        assert_eq!(report.outcome, want, "{scenario}");
+        assert!(sipp.finished_ok(), "{scenario}: SIPp saw a wrong flow");
+    }
 }

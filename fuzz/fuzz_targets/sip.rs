@@ -24,6 +24,7 @@ fn trunk() -> TrunkConfig {
         username: Some("u".into()),
         password: Some("p".into()),
         from_domain: None,
+        transport: Default::default(),
         outbound_proxy: None,
     }
 }

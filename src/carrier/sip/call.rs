@@ -13,12 +13,14 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use super::framing::Framer;
+use super::rtcp::{RemoteView, Rtcp, ntp_from_unix_micros};
 use super::rtp::{
     self, DtmfReceiver, DtmfSender, JitterBuffer, JitterEstimator, Latch, RtpHeader,
     TelephoneEvent, TxTimeline,
 };
 pub use super::sdp::{G711, Negotiated, negotiate};
-use super::uac::{Dial, Outcome, SipError, SipEvent, TrunkConfig, Uac};
+use super::uac::{Dial, Outcome, SipError, SipEvent, Transport, TrunkConfig, Uac};
 use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
@@ -67,6 +69,10 @@ pub struct SipCallReport {
     pub events_out: u64,
     /// Frames of silence sent in the agent's pauses.
     pub silence_out: u64,
+    /// RTCP reports sent.
+    pub rtcp_sent: u64,
+    /// What the far end's RTCP said about our stream.
+    pub rtcp: RemoteView,
     /// Frames the jitter buffer gave up on.
     pub frames_lost: u64,
     /// Datagrams ignored (malformed, or from a stranger).
@@ -119,6 +125,9 @@ struct Media {
     sending: bool,
     /// the agent's digits, as RFC 4733 events
     dtmf_out: DtmfSender,
+    rtcp: Rtcp,
+    /// where RTCP goes: the RTP address's next port, then its real source
+    rtcp_latch: Latch,
     /// RTP timestamp of the event being sent
     event_ts: u32,
 }
@@ -184,13 +193,20 @@ pub(crate) enum SipLink {
         sock: Arc<UdpSocket>,
         rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     },
+    /// An outbound call's own TCP connection to the trunk.
+    Tcp {
+        stream: tokio::net::TcpStream,
+        framer: Framer,
+    },
 }
 
 impl SipLink {
-    async fn send_to(&self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<()> {
+    async fn send_to(&mut self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
         match self {
             Self::Own(s) => s.send_to(bytes, peer).await.map(drop),
             Self::Shared { sock, .. } => sock.send_to(bytes, peer).await.map(drop),
+            Self::Tcp { stream, .. } => stream.write_all(bytes).await,
         }
     }
 
@@ -206,6 +222,27 @@ impl SipLink {
                 }
                 None => Err(std::io::Error::other("the SIP listener closed")),
             },
+            Self::Tcp { stream, framer } => {
+                use tokio::io::AsyncReadExt;
+                loop {
+                    let next = framer
+                        .next_message()
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                    if let Some(m) = next {
+                        let n = m.len().min(buf.len());
+                        buf[..n].copy_from_slice(&m[..n]);
+                        return Ok((n, None));
+                    }
+                    let n = stream.read(buf).await?;
+                    if n == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the trunk closed the SIP connection",
+                        ));
+                    }
+                    framer.push(&buf[..n]);
+                }
+            }
         }
     }
 }
@@ -213,9 +250,33 @@ impl SipLink {
 /// Places the call to `to` from `from` and runs it to its end.
 pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallReport, CallError> {
     let ip = local_ip_for(cfg.trunk_addr).await?;
-    let sip = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-    let rtp_sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-    let local = sip.local_addr()?;
+    let (sip, local) = match cfg.trunk.transport {
+        Transport::Udp => {
+            let s = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let local = s.local_addr()?;
+            (SipLink::Own(s), local)
+        }
+        Transport::Tcp => {
+            let stream = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(cfg.trunk_addr),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the trunk")
+            })??;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr()?;
+            (
+                SipLink::Tcp {
+                    stream,
+                    framer: Framer::default(),
+                },
+                local,
+            )
+        }
+    };
+    let media_socks = RtpPair::bind(ip).await?;
     let epoch = Instant::now();
     let uac = Uac::new(
         cfg.trunk.clone(),
@@ -223,7 +284,7 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
             to: to.to_string(),
             from: from.to_string(),
             local,
-            rtp_port: rtp_sock.local_addr()?.port(),
+            rtp_port: media_socks.rtp.local_addr()?.port(),
             ring_timeout_ms: cfg.ring_timeout.as_millis() as u64,
         },
         0,
@@ -237,9 +298,9 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
     );
     drive(
         Dialog::Out(uac),
-        SipLink::Own(sip),
+        sip,
         cfg.trunk_addr,
-        rtp_sock,
+        media_socks,
         epoch,
         cfg.session,
         side,
@@ -250,19 +311,24 @@ pub async fn run(cfg: SipCallConfig, to: &str, from: &str) -> Result<SipCallRepo
 
 /// Runs one call, either direction, to its end: `dialog` was created at
 /// time 0 of `epoch`; `peer` is where its SIP goes (and where its RTP may
-/// come from); `rtp_sock` is the port our SDP names.
+/// come from); `socks` are the RTP port our SDP names and its RTCP port.
 #[allow(clippy::too_many_arguments)] // the call's parts, each used once
 pub(crate) async fn drive(
     mut uac: Dialog,
     mut sip: SipLink,
     peer: SocketAddr,
-    rtp_sock: UdpSocket,
+    socks: RtpPair,
     epoch: Instant,
     session_cfg: SessionConfig,
     mut side: AgentSide,
     engine: Option<(Arc<Engine>, String)>,
 ) -> Result<SipCallReport, CallError> {
     let now = move || epoch.elapsed().as_millis() as u64;
+    let RtpPair {
+        rtp: rtp_sock,
+        rtcp: rtcp_sock,
+    } = socks;
+    let mut rtcp_buf = [0u8; 1500];
     let span = tracing::info_span!("call", sip_call_id = uac.call_id());
     let _g = span.enter();
     side.call_sid = uac.call_id().to_string();
@@ -275,6 +341,8 @@ pub(crate) async fn drive(
         frames_out: 0,
         events_out: 0,
         silence_out: 0,
+        rtcp_sent: 0,
+        rtcp: RemoteView::default(),
         frames_lost: 0,
         ignored: 0,
         jitter_ms: 0.0,
@@ -305,6 +373,7 @@ pub(crate) async fn drive(
                     Ok(neg) => {
                         tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");
                         report.media = Some(neg);
+                        let ssrc = epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11;
                         media = Some(Media {
                             neg,
                             latch: Latch::new(neg.addr, peer.ip()),
@@ -321,7 +390,7 @@ pub(crate) async fn drive(
                                 marker: false,
                                 seq: (epoch.elapsed().as_nanos() as u16) | 1,
                                 ts: 0,
-                                ssrc: epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11,
+                                ssrc,
                             },
                             // RFC 3550 §5.1 asks for a random start; the
                             // nanoseconds of the set-up time are as good
@@ -331,6 +400,15 @@ pub(crate) async fn drive(
                             media_ms: 0,
                             sending: true,
                             dtmf_out: DtmfSender::default(),
+                            rtcp: Rtcp::new(
+                                ssrc,
+                                &format!("dialgate-{ssrc:08x}@{}", peer.ip()),
+                                now(),
+                            ),
+                            rtcp_latch: Latch::new(
+                                SocketAddr::new(neg.addr.ip(), neg.addr.port().wrapping_add(1)),
+                                peer.ip(),
+                            ),
                             event_ts: 0,
                         });
                         // RTP is played as it arrives: frames sent ahead
@@ -452,6 +530,15 @@ pub(crate) async fn drive(
                         report.events_out += 1;
                     }
                 }
+                if t >= m.rtcp.poll_timeout() {
+                    let n = m.rtcp.report(t, ntp_now(), &mut rtcp_buf);
+                    if m.sending && n <= rtcp_buf.len() {
+                        rtcp_sock
+                            .send_to(&rtcp_buf[..n], m.rtcp_latch.target())
+                            .await?;
+                        report.rtcp_sent += 1;
+                    }
+                }
                 if !m.dtmf_out.is_sending() && t >= m.timeline.fill_due() {
                     let silence = match m.neg.codec {
                         G711::Pcmu => [0xFF; FRAME_SAMPLES],
@@ -475,6 +562,7 @@ pub(crate) async fn drive(
             session.as_ref().and_then(CallSession::poll_timeout),
             media.as_ref().and_then(|m| m.dtmf_out.poll_timeout()),
             media.as_ref().map(|m| m.timeline.fill_due()),
+            media.as_ref().map(|m| m.rtcp.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -506,6 +594,7 @@ pub(crate) async fn drive(
                     continue;
                 };
                 let t = now();
+                m.rtcp.on_received(&h, m.arrival.ms());
                 if Some(h.pt) == m.neg.dtmf_pt {
                     if let Ok(ev) = TelephoneEvent::parse(payload)
                         && let Some(digit) = m.dtmf.push(&h, ev)
@@ -544,6 +633,21 @@ pub(crate) async fn drive(
                     m.pending_len -= used;
                 }
                 report.frames_lost = m.jitter.lost;
+            }
+            r = rtcp_sock.recv_from(&mut rtcp_buf), if media.is_some() => {
+                let (n, src) = r?;
+                let Some(m) = media.as_mut() else { continue };
+                if !m.rtcp_latch.on_packet(src) {
+                    report.ignored += 1;
+                    continue;
+                }
+                match m.rtcp.on_packet(now(), ntp_now(), &rtcp_buf[..n]) {
+                    Ok(()) => report.rtcp = m.rtcp.remote(),
+                    Err(e) => {
+                        report.ignored += 1;
+                        tracing::debug!(error = %e, "RTCP ignored");
+                    }
+                }
             }
             ev = side.next() => {
                 if let Some(s) = session.as_mut() {
@@ -606,7 +710,42 @@ async fn send_rtp(
     };
     sock.send_to(&buf[..n], m.latch.target()).await?;
     m.out.seq = m.out.seq.wrapping_add(1);
+    m.rtcp.on_sent(ts, payload.len());
     Ok(true)
+}
+
+/// The wall clock as NTP, for RTCP sender reports.
+fn ntp_now() -> u64 {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    ntp_from_unix_micros(us)
+}
+
+/// A call's media ports: RTP on an even port and RTCP on the next
+/// (RFC 3550 §11), so the far end finds our RTCP without `a=rtcp`.
+pub(crate) struct RtpPair {
+    pub(crate) rtp: UdpSocket,
+    pub(crate) rtcp: UdpSocket,
+}
+
+impl RtpPair {
+    pub(crate) async fn bind(ip: std::net::IpAddr) -> std::io::Result<Self> {
+        for _ in 0..64 {
+            let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let port = rtp.local_addr()?.port();
+            if port % 2 == 1 || port == u16::MAX {
+                continue;
+            }
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
+                return Ok(Self { rtp, rtcp });
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free even/odd port pair for RTP and RTCP",
+        ))
+    }
 }
 
 /// Our address toward `trunk` (what Via, Contact and SDP must carry): the

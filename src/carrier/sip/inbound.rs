@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::call::{Dialog, SipLink, drive, local_ip_for};
+use super::call::{Dialog, RtpPair, SipLink, drive, local_ip_for};
 use super::sdp::{LocalSdp, negotiate};
 use super::uas::{Uas, parse_invite, reject};
 use crate::agent::bridge::AgentAudio;
@@ -208,14 +208,14 @@ impl Listener {
             },
             Err(_) => return refuse(500, "Server Internal Error"),
         };
-        let rtp = match UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await {
+        let rtp = match RtpPair::bind(local.ip()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "no RTP port for an inbound call");
                 return refuse(503, "Service Unavailable");
             }
         };
-        let rtp_port = rtp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let rtp_port = rtp.rtp.local_addr().map(|a| a.port()).unwrap_or(0);
         let answer = LocalSdp::answer(local.ip(), rtp_port, &neg);
         let answer_ms = cfg.answer_after.as_millis() as u64;
         let uas = match Uas::new(invite.clone(), local, answer, answer_ms, 0) {

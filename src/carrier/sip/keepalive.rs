@@ -206,6 +206,10 @@ impl Keepalive {
 /// runs, keeping `up` current (it starts true: calls flow until the trunk
 /// is known to be down).
 pub async fn run(cfg: TrunkConfig, addr: SocketAddr, every: Duration, up: Arc<AtomicBool>) {
+    if cfg.transport != super::uac::Transport::Udp {
+        tracing::warn!("SIP keep-alive pings over UDP only: not pinging a TCP trunk");
+        return;
+    }
     let sock = match super::call::local_ip_for(addr).await {
         Ok(ip) => tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0)).await,
         Err(e) => Err(e),
@@ -272,6 +276,7 @@ mod tests {
                 username: None,
                 password: None,
                 from_domain: Some("dialgate.test".into()),
+                transport: Default::default(),
                 outbound_proxy: None,
             },
             "127.0.0.1:5070".parse().unwrap(),

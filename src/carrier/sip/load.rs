@@ -76,6 +76,7 @@ pub async fn sip_load(cfg: SipLoadConfig) -> std::io::Result<SipLoadReport> {
                 username: None,
                 password: None,
                 from_domain: Some("dialgate.load".into()),
+                transport: Default::default(),
                 outbound_proxy: None,
             },
             trunk_addr: cfg.trunk,

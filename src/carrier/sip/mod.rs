@@ -9,18 +9,23 @@
 //! - [`keepalive`]: OPTIONS toward the trunk, so the dialer holds calls
 //!   while it is down;
 //! - [`sdp`]: reading the far end's SDP, writing ours, hold and resume;
+//! - [`framing`]: SIP messages out of a TCP stream;
+//! - [`rtcp`]: minimal RTCP: our reports, the far end's view of us;
 //! - [`rtp`]: allocation-free RTP, RFC 4733 digits, latching, reordering;
 //! - [`call`]: the driver of one call, either direction: signalling, then
 //!   its media through the same `CallSession` as Twilio (AMD, agent
 //!   bridge, voicemail rules, lifecycle);
 //! - [`load`]: `dialgate sip-load`.
 //!
-//! Not here yet: TCP, sending re-INVITE (ours are answered), RTCP, Opus.
+//! Not here yet: inbound calls and keep-alives over TCP, TLS, sending
+//! re-INVITE (theirs are answered), Opus.
 
 pub mod call;
+pub mod framing;
 pub mod inbound;
 pub mod keepalive;
 pub mod load;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod uac;

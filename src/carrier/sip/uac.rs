@@ -143,10 +143,52 @@ pub struct TrunkConfig {
     pub password: Option<String>,
     /// Domain of our From URI (defaults to the host).
     pub from_domain: Option<String>,
+    /// UDP, or TCP (one connection per call; no retransmissions).
+    pub transport: Transport,
     /// An outbound proxy (`host:port`) every request goes through: the
     /// driver sends to its address, and the INVITE (with its CANCEL and
     /// ACK) carries a pre-loaded `Route: <sip:proxy;lr>` (RFC 3261 §8.1.2).
     pub outbound_proxy: Option<String>,
+}
+
+/// The trunk's transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Datagrams; requests are retransmitted until answered.
+    #[default]
+    Udp,
+    /// A stream (RFC 3261 §18.3): reliable, so never retransmitted.
+    Tcp,
+}
+
+impl Transport {
+    /// As written in a Via header.
+    pub fn via(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+
+    /// The URI parameter that asks for it (`;transport=tcp`), if any.
+    fn uri_param(self) -> &'static str {
+        match self {
+            Self::Udp => "",
+            Self::Tcp => ";transport=tcp",
+        }
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Self::Udp),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(format!("unknown SIP transport `{other}` (udp or tcp)")),
+        }
+    }
 }
 
 /// One call to place.
@@ -302,7 +344,12 @@ impl Uac {
     }
 
     fn uri(&self, user: &str) -> String {
-        format!("sip:{user}@{}:{}", self.cfg.host, self.cfg.port)
+        format!(
+            "sip:{user}@{}:{}{}",
+            self.cfg.host,
+            self.cfg.port,
+            self.cfg.transport.uri_param()
+        )
     }
 
     fn our_uri(&self) -> String {
@@ -316,10 +363,11 @@ impl Uac {
 
     fn contact(&self) -> String {
         format!(
-            "sip:{}@{}:{}",
+            "sip:{}@{}:{}{}",
             self.dial.from,
             self.dial.local.ip(),
-            self.dial.local.port()
+            self.dial.local.port(),
+            self.cfg.transport.uri_param()
         )
     }
 
@@ -336,7 +384,7 @@ impl Uac {
             .via(
                 &self.dial.local.ip().to_string(),
                 self.dial.local.port(),
-                "UDP",
+                self.cfg.transport.via(),
                 branch,
             )
             .from(&self.our_uri(), &self.from_tag)
@@ -367,7 +415,8 @@ impl Uac {
     fn send_reliable(&mut self, now: u64, bytes: Vec<u8>) {
         self.last_request = bytes.clone();
         self.interval = T1_MS;
-        self.retransmit_at = Some(now + T1_MS);
+        // a stream delivers or fails; only datagrams are sent again
+        self.retransmit_at = (self.cfg.transport == Transport::Udp).then_some(now + T1_MS);
         self.give_up_at = Some(now + TIMER_B_MS);
         self.send(bytes);
     }
@@ -710,6 +759,7 @@ mod tests {
                 username: Some("alice".into()),
                 password: Some("secret".into()),
                 from_domain: None,
+                transport: Transport::Udp,
                 outbound_proxy: None,
             },
             Dial {
