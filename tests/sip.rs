@@ -278,7 +278,7 @@ async fn an_answered_call_ends_with_a_clean_bye() {
     assert_eq!(report.outcome, Outcome::Completed);
     assert_eq!(
         report.media.map(|m| m.codec),
-        Some(dialgate::carrier::sip::call::G711::Pcma),
+        Some(dialgate::carrier::sip::call::Codec::Pcma),
         "the SDP answer's codec"
     );
     assert!(sipp.finished_ok(), "SIPp did not get ACK and BYE");
@@ -364,7 +364,7 @@ async fn counting_agent() -> (
 /// BYE SIPp accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
-    use dialgate::carrier::sip::call::G711;
+    use dialgate::carrier::sip::call::Codec;
     if !have_sipp() {
         return;
     }
@@ -372,7 +372,7 @@ async fn an_answered_call_runs_amd_and_the_agent_on_its_rtp() {
     let (agent, seen) = counting_agent().await;
     // 7 s of speech; the call ends at 6 s (end-call on a machine is the default)
     let report = place(sipp.addr, agent, |cfg| cfg.session.max_duration_ms = 6000).await;
-    assert_eq!(report.media.map(|m| m.codec), Some(G711::Pcma));
+    assert_eq!(report.media.map(|m| m.codec), Some(Codec::Pcma));
     assert!(
         report.frames_in > 100,
         "{} frames of RTP decoded",
@@ -615,6 +615,12 @@ impl Baresip {
     /// if it is not installed (a failure where `DIALGATE_REQUIRE_PEERS` is
     /// set). It answers only calls to its own user (404 otherwise).
     fn start(user: &str, samples: &[i16]) -> Option<Self> {
+        Self::start_with(user, samples, "PCMU,PCMA")
+    }
+
+    /// The same, answering with the first of `codecs` it can
+    /// (`opus/48000/2`).
+    fn start_with(user: &str, samples: &[i16], codecs: &str) -> Option<Self> {
         let found = Command::new("baresip")
             .arg("-h")
             .stdout(Stdio::null())
@@ -632,7 +638,12 @@ impl Baresip {
         let (sip, rtp) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("greeting.wav");
-        dialgate::audio::wav::write_pcm16(&wav, 8000, samples).unwrap();
+        if codecs.starts_with("opus") {
+            // aufile plays only at the codec's rate and channels
+            write_48k_stereo(&wav, samples);
+        } else {
+            dialgate::audio::wav::write_pcm16(&wav, 8000, samples).unwrap();
+        }
         let config = format!(
             "sip_listen 127.0.0.1:{sip}\n\
              audio_player aubridge,sink\n\
@@ -641,6 +652,7 @@ impl Baresip {
              rtp_ports {rtp}-{}\n\
              module_path /usr/lib/baresip/modules\n\
              module g711.so\n\
+             module opus.so\n\
              module aufile.so\n\
              module aubridge.so\n\
              module_app account.so\n\
@@ -651,7 +663,7 @@ impl Baresip {
         std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(
             dir.path().join("accounts"),
-            format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"),
+            format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"),
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
@@ -683,6 +695,36 @@ impl Baresip {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
     }
+}
+
+/// `samples` (8 kHz) as a 48 kHz stereo WAV, resampled by the gateway's
+/// own resampler.
+fn write_48k_stereo(path: &Path, samples: &[i16]) {
+    let mut up = dialgate::audio::resample::Resampler::new(8000, 48_000).unwrap();
+    let mut frame = [0i16; 960];
+    let mut data = Vec::with_capacity(samples.len() * 6 * 4);
+    for chunk in samples.chunks_exact(160) {
+        let n = up.process(chunk, &mut frame).unwrap();
+        for &v in &frame[..n] {
+            data.extend_from_slice(&v.to_le_bytes());
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&2u16.to_le_bytes()); // stereo
+    wav.extend_from_slice(&48_000u32.to_le_bytes());
+    wav.extend_from_slice(&(48_000u32 * 4).to_le_bytes());
+    wav.extend_from_slice(&4u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
 }
 
 /// Calls `callee` (answered calls last up to 20 s) with the agent at
@@ -725,34 +767,11 @@ impl Drop for Baresip {
 /// mode with the campaign's voicemail script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
-    use dialgate::call::session::{AgentStart, MachineAction};
-    use dialgate::carrier::sip::call::G711;
-    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/amd/heldout/personal_vm_beep_0050.wav");
-    let (_, mut samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
-    samples.extend(std::iter::repeat_n(0i16, 16_000));
-    let Some(callee) = Baresip::start("+15551230001", &samples) else {
+    use dialgate::carrier::sip::call::Codec;
+    let Some(report) = voicemail_from_baresip("PCMU,PCMA").await else {
         return;
     };
-    let (agent, seen) = counting_agent().await;
-    let report = place(callee.addr, agent, |cfg| {
-        cfg.session.agent_start = AgentStart::AfterAmd;
-        cfg.session.machine_action = MachineAction::LeaveMessage {
-            voicemail_script: "scripts/voicemail.txt".into(),
-        };
-    })
-    .await;
-    assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
-    assert!(report.media.is_some_and(|m| m.codec == G711::Pcmu));
-    assert_eq!(
-        report.answered_by.as_deref(),
-        Some("machine_end_beep"),
-        "{}",
-        callee.log()
-    );
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.get("start:voicemail"), Some(&1), "{seen:?}");
-    assert!(!seen.contains_key("start:human"), "{seen:?}");
+    assert_eq!(report.media.map(|m| m.codec), Some(Codec::Pcmu));
     // RTCP both ways over the 8 s call: our reports went out every 5 s
     // (the first at 2.5 s), and baresip's came back and were read
     assert!(report.rtcp_sent >= 1, "{report:?}");
@@ -763,6 +782,56 @@ async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
         report.rtcp.rtt_ms.is_some_and(|ms| ms < 100.0),
         "{report:?}"
     );
+}
+
+/// The same voicemail with baresip answering in Opus only: its 48 kHz
+/// packets are decoded and resampled, and AMD still finds the beep's end
+/// (a 1.9 kHz tone, which survives Opus at 48 kHz).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_voicemail_from_baresip_is_machine_end_beep() {
+    use dialgate::carrier::sip::call::Codec;
+    let Some(report) = voicemail_from_baresip("opus/48000/2").await else {
+        return;
+    };
+    assert!(
+        matches!(report.media.map(|m| m.codec), Some(Codec::Opus { .. })),
+        "{report:?}"
+    );
+    assert!(report.frames_in > 300, "{report:?}");
+    assert!(
+        report.jitter_ms < 20.0,
+        "jitter at the 48 kHz clock: {report:?}"
+    );
+}
+
+/// Calls baresip playing the voicemail clip in `codecs` with *leave
+/// message*, checks the AMD result and the voicemail agent; the report.
+async fn voicemail_from_baresip(codecs: &str) -> Option<SipCallReport> {
+    use dialgate::call::session::{AgentStart, MachineAction};
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/amd/heldout/personal_vm_beep_0050.wav");
+    let (_, mut samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
+    samples.extend(std::iter::repeat_n(0i16, 16_000));
+    let callee = Baresip::start_with("+15551230001", &samples, codecs)?;
+    let (agent, seen) = counting_agent().await;
+    let report = place(callee.addr, agent, |cfg| {
+        cfg.session.agent_start = AgentStart::AfterAmd;
+        cfg.session.machine_action = MachineAction::LeaveMessage {
+            voicemail_script: "scripts/voicemail.txt".into(),
+        };
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
+    assert_eq!(
+        report.answered_by.as_deref(),
+        Some("machine_end_beep"),
+        "{}",
+        callee.log()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.get("start:voicemail"), Some(&1), "{seen:?}");
+    assert!(!seen.contains_key("start:human"), "{seen:?}");
+    Some(report)
 }
 
 fn inbound(answer_after: Duration, agent: &str) -> dialgate::carrier::sip::inbound::InboundConfig {
@@ -840,7 +909,7 @@ async fn an_inbound_call_reaches_the_agent() {
 }
 
 /// A caller who gives up while it rings gets 200 for its CANCEL and 487
-/// for its INVITE; a caller offering only Opus gets 488. SIPp checks both
+/// for its INVITE; a caller offering only G.722 gets 488. SIPp checks both
 /// flows, ACKs included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_cancel_and_no_common_codec() {

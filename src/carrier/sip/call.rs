@@ -19,11 +19,13 @@ use super::rtp::{
     self, DtmfReceiver, DtmfSender, JitterBuffer, JitterEstimator, Latch, RtpHeader,
     TelephoneEvent, TxTimeline,
 };
-pub use super::sdp::{G711, Negotiated, negotiate};
+pub use super::sdp::{Codec, Negotiated, negotiate};
 use super::uac::{Dial, Outcome, SipError, SipEvent, Transport, TrunkConfig, Uac};
 use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
+use crate::audio::opus::{self, OpusDecoder, OpusEncoder};
+use crate::audio::resample::Resampler;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
 use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::detect::llm::LlmVerifier;
@@ -101,11 +103,78 @@ pub enum CallError {
     Session(String),
 }
 
+/// The Opus side of a call: what we hear is decoded at 48 kHz and
+/// resampled to the 8 kHz frames the session runs on; what we send is
+/// resampled up and encoded. Every buffer is sized here, once per call.
+struct OpusLeg {
+    dec: OpusDecoder,
+    down: Resampler,
+    enc: OpusEncoder,
+    up: Resampler,
+    /// one packet decoded: up to 120 ms at 48 kHz
+    pcm48: Vec<i16>,
+    /// its 20 ms frames at 8 kHz
+    frames: Vec<[i16; FRAME_SAMPLES]>,
+    n_frames: usize,
+    pcm8: [i16; FRAME_SAMPLES],
+    up48: Vec<i16>,
+    packet: Vec<u8>,
+}
+
+impl OpusLeg {
+    fn new() -> Result<Self, String> {
+        let e = |e: &dyn std::fmt::Display| format!("Opus: {e}");
+        Ok(Self {
+            dec: OpusDecoder::new().map_err(|x| e(&x))?,
+            down: Resampler::new(opus::OPUS_RATE, 8000).map_err(|x| e(&x))?,
+            // 32 kbit/s: wideband speech, the agent's voice is 8 kHz anyway
+            enc: OpusEncoder::new(32_000).map_err(|x| e(&x))?,
+            up: Resampler::new(8000, opus::OPUS_RATE).map_err(|x| e(&x))?,
+            pcm48: vec![0; opus::OPUS_FRAME * 6],
+            frames: vec![[0; FRAME_SAMPLES]; 6],
+            n_frames: 0,
+            pcm8: [0; FRAME_SAMPLES],
+            up48: vec![0; opus::OPUS_FRAME],
+            packet: vec![0; opus::MAX_PACKET],
+        })
+    }
+
+    /// Decodes one packet into 20 ms frames at 8 kHz (`frames[..n]`).
+    fn decode(&mut self, payload: &[u8]) -> Result<usize, String> {
+        let n = self
+            .dec
+            .decode(payload, &mut self.pcm48)
+            .map_err(|e| e.to_string())?;
+        self.n_frames = 0;
+        for chunk in self.pcm48[..n].chunks_exact(opus::OPUS_FRAME) {
+            let out = &mut self.frames[self.n_frames];
+            self.down.process(chunk, out).map_err(|e| e.to_string())?;
+            self.n_frames += 1;
+        }
+        Ok(self.n_frames)
+    }
+
+    /// Encodes one 20 ms μ-law frame; the packet.
+    fn encode(&mut self, ulaw: &[u8]) -> Result<&[u8], String> {
+        g711::ulaw_decode_into(ulaw, &mut self.pcm8);
+        self.up
+            .process(&self.pcm8, &mut self.up48)
+            .map_err(|e| e.to_string())?;
+        let n = self
+            .enc
+            .encode(&self.up48, &mut self.packet)
+            .map_err(|e| e.to_string())?;
+        Ok(&self.packet[..n])
+    }
+}
+
 struct Media {
     neg: Negotiated,
     latch: Latch,
-    /// up to 60 ms per packet (ptime 10 to 60)
-    jitter: JitterBuffer<{ 3 * FRAME_SAMPLES }>,
+    /// up to 60 ms of G.711 per packet (ptime 10 to 60), or one Opus packet
+    jitter: JitterBuffer<{ opus::MAX_PACKET }>,
+    /// the Opus codec, when the call uses it
+    opus: Option<Box<OpusLeg>>,
     /// decoded payload bytes waiting to make whole 20 ms frames
     pending: [u8; 4 * FRAME_SAMPLES],
     pending_len: usize,
@@ -353,7 +422,7 @@ pub(crate) async fn drive(
     let mut media: Option<Media> = None;
     let mut sip_buf = vec![0u8; 65_535];
     let mut rtp_in = [0u8; 2048];
-    let mut rtp_out = [0u8; 12 + FRAME_SAMPLES];
+    let mut rtp_out = [0u8; 12 + opus::MAX_PACKET];
     let mut hung_up = false;
     let mut bad_answer = false;
     loop {
@@ -374,19 +443,34 @@ pub(crate) async fn drive(
                         tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");
                         report.media = Some(neg);
                         let ssrc = epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11;
+                        let opus_leg = match neg.codec {
+                            Codec::Opus { .. } => match OpusLeg::new() {
+                                Ok(l) => Some(Box::new(l)),
+                                Err(reason) => {
+                                    tracing::error!(%reason, "cannot run Opus: hanging up");
+                                    report.outcome = Outcome::Failed {
+                                        status: 488,
+                                        reason,
+                                    };
+                                    hung_up = true;
+                                    bad_answer = true;
+                                    uac.hangup(now())?;
+                                    continue;
+                                }
+                            },
+                            _ => None,
+                        };
                         media = Some(Media {
                             neg,
                             latch: Latch::new(neg.addr, peer.ip()),
                             jitter: JitterBuffer::default(),
+                            opus: opus_leg,
                             pending: [0; 4 * FRAME_SAMPLES],
                             pending_len: 0,
                             dtmf: DtmfReceiver::default(),
-                            arrival: JitterEstimator::default(),
+                            arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
                             out: RtpHeader {
-                                pt: match neg.codec {
-                                    G711::Pcmu => 0,
-                                    G711::Pcma => 8,
-                                },
+                                pt: neg.codec.payload_type(),
                                 marker: false,
                                 seq: (epoch.elapsed().as_nanos() as u16) | 1,
                                 ts: 0,
@@ -481,13 +565,7 @@ pub(crate) async fn drive(
                                 // the digit's packets stand in for this frame
                                 continue;
                             }
-                            let mut payload = frame;
-                            if m.neg.codec == G711::Pcma {
-                                for b in payload.iter_mut() {
-                                    *b = g711::alaw_encode(g711::ulaw_decode(*b));
-                                }
-                            }
-                            if send_voice(&rtp_sock, m, &mut rtp_out, t, &payload).await? {
+                            if send_voice(&rtp_sock, m, &mut rtp_out, t, &frame).await? {
                                 report.frames_out += 1;
                             }
                         }
@@ -522,7 +600,7 @@ pub(crate) async fn drive(
                 while let Some(p) = m.dtmf_out.poll_packet(t) {
                     let (offset, _) = m.timeline.take(t);
                     if p.first {
-                        m.event_ts = m.ts0.wrapping_add(offset);
+                        m.event_ts = m.ts0.wrapping_add(offset * m.neg.codec.clock_factor());
                     }
                     let pt = m.neg.dtmf_pt.unwrap_or(101);
                     let ts = m.event_ts;
@@ -540,10 +618,8 @@ pub(crate) async fn drive(
                     }
                 }
                 if !m.dtmf_out.is_sending() && t >= m.timeline.fill_due() {
-                    let silence = match m.neg.codec {
-                        G711::Pcmu => [0xFF; FRAME_SAMPLES],
-                        G711::Pcma => [0xD5; FRAME_SAMPLES],
-                    };
+                    // μ-law silence, turned into the call's codec on its way
+                    let silence = [0xFF; FRAME_SAMPLES];
                     if send_voice(&rtp_sock, m, &mut rtp_out, t, &silence).await? {
                         report.silence_out += 1;
                     }
@@ -594,7 +670,7 @@ pub(crate) async fn drive(
                     continue;
                 };
                 let t = now();
-                m.rtcp.on_received(&h, m.arrival.ms());
+                m.rtcp.on_received(&h, m.arrival.ms(), 8000 * m.neg.codec.clock_factor());
                 if Some(h.pt) == m.neg.dtmf_pt {
                     if let Ok(ev) = TelephoneEvent::parse(payload)
                         && let Some(digit) = m.dtmf.push(&h, ev)
@@ -603,8 +679,13 @@ pub(crate) async fn drive(
                     }
                     continue;
                 }
-                let expected = match m.neg.codec { G711::Pcmu => 0, G711::Pcma => 8 };
-                if h.pt != expected {
+                if h.pt != m.neg.codec.payload_type() {
+                    report.ignored += 1;
+                    continue;
+                }
+                // G.711 re-framing holds at most 60 ms per packet
+                let max = if m.opus.is_some() { opus::MAX_PACKET } else { 3 * FRAME_SAMPLES };
+                if payload.len() > max {
                     report.ignored += 1;
                     continue;
                 }
@@ -613,13 +694,32 @@ pub(crate) async fn drive(
                 m.jitter.push(h.seq, payload);
                 // Packets may carry 10 to 60 ms: re-frame into 20 ms.
                 while let Some(bytes) = m.jitter.pop() {
+                    if let Some(leg) = m.opus.as_mut() {
+                        let n = match leg.decode(bytes) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                report.ignored += 1;
+                                tracing::debug!(error = %e, "Opus packet dropped");
+                                continue;
+                            }
+                        };
+                        for pcm in &leg.frames[..n] {
+                            let frame = AudioFrame::from_pcm(pcm, m.media_ms);
+                            m.media_ms += u64::from(FRAME_MS);
+                            report.frames_in += 1;
+                            if let Err(e) = s.handle_carrier_media(t, &frame) {
+                                tracing::warn!(error = %e, "AMD failed on a frame");
+                            }
+                        }
+                        continue;
+                    }
                     m.pending[m.pending_len..m.pending_len + bytes.len()].copy_from_slice(bytes);
                     m.pending_len += bytes.len();
                     let mut used = 0;
                     while m.pending_len - used >= FRAME_SAMPLES {
                         let chunk = &m.pending[used..used + FRAME_SAMPLES];
                         let mut frame = AudioFrame::from_ulaw(chunk, m.media_ms);
-                        if m.neg.codec == G711::Pcma {
+                        if m.neg.codec == Codec::Pcma {
                             g711::alaw_decode_into(chunk, &mut frame.pcm);
                         }
                         used += FRAME_SAMPLES;
@@ -668,19 +768,42 @@ pub(crate) async fn drive(
     Ok(report)
 }
 
-/// Sends one 20 ms voice frame (the agent's or silence) in its slot of the
-/// timeline.
+/// Sends one 20 ms μ-law voice frame (the agent's or silence) in its slot
+/// of the timeline, in the call's codec.
 async fn send_voice(
     sock: &UdpSocket,
     m: &mut Media,
     buf: &mut [u8],
     now: u64,
-    payload: &[u8],
+    ulaw: &[u8; FRAME_SAMPLES],
 ) -> std::io::Result<bool> {
     let (offset, gap) = m.timeline.take(now);
     let marker = gap || std::mem::take(&mut m.resume);
-    let ts = m.ts0.wrapping_add(offset);
+    let ts = m.ts0.wrapping_add(offset * m.neg.codec.clock_factor());
     let pt = m.out.pt;
+    let mut alaw = [0u8; FRAME_SAMPLES];
+    let payload: &[u8] = match (m.neg.codec, m.opus.as_mut()) {
+        (Codec::Pcma, _) => {
+            for (a, &u) in alaw.iter_mut().zip(ulaw) {
+                *a = g711::alaw_encode(g711::ulaw_decode(u));
+            }
+            &alaw
+        }
+        (Codec::Opus { .. }, Some(leg)) => match leg.encode(ulaw) {
+            Ok(p) => {
+                // copied out: `send_rtp` needs `m` again
+                let n = p.len().min(opus::MAX_PACKET);
+                let mut packet = [0u8; opus::MAX_PACKET];
+                packet[..n].copy_from_slice(&p[..n]);
+                return send_rtp(sock, m, buf, pt, marker, ts, &packet[..n]).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Opus encode failed: frame skipped");
+                return Ok(false);
+            }
+        },
+        _ => ulaw,
+    };
     send_rtp(sock, m, buf, pt, marker, ts, payload).await
 }
 

@@ -18,7 +18,7 @@
 //! - [`load`]: `dialgate sip-load`.
 //!
 //! Not here yet: inbound calls and keep-alives over TCP, TLS, sending
-//! re-INVITE (theirs are answered), Opus.
+//! re-INVITE (theirs are answered).
 
 pub mod call;
 pub mod framing;

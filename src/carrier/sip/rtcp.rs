@@ -135,10 +135,11 @@ impl Rtcp {
     }
 
     /// We received the far end's RTP packet; `jitter_ms` is the current
-    /// interarrival jitter estimate.
-    pub fn on_received(&mut self, h: &RtpHeader, jitter_ms: f64) {
+    /// interarrival jitter estimate, reported in units of an RTP clock of
+    /// `clock_hz`.
+    pub fn on_received(&mut self, h: &RtpHeader, jitter_ms: f64, clock_hz: u32) {
         self.reception.push(h);
-        self.jitter_ts = (jitter_ms * 8.0) as u32;
+        self.jitter_ts = (jitter_ms * f64::from(clock_hz) / 1000.0) as u32;
     }
 
     /// What the far end reported.
@@ -317,7 +318,7 @@ mod tests {
             ours.on_sent(k * 160, 160);
         }
         for seq in (1000u16..1052).filter(|s| *s != 1010 && *s != 1020) {
-            ours.on_received(&rtp(seq), 1.5);
+            ours.on_received(&rtp(seq), 1.5, 8000);
         }
         let ntp = ntp_from_unix_micros(1_700_000_000_000_000);
         let mut buf = [0u8; 512];
@@ -346,6 +347,7 @@ mod tests {
                 ..rtp(1)
             },
             0.0,
+            8000,
         );
         let mut reply = [0u8; 512];
         let m = peer.report(2620, ntp, &mut reply);

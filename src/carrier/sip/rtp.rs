@@ -360,18 +360,36 @@ impl Latch {
 /// RFC 3550 interarrival jitter (§6.4.1, A.8): how much the spacing of
 /// arrivals departs from the spacing of RTP timestamps, smoothed over 16
 /// packets. Arrival times come from the driver's monotonic clock.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct JitterEstimator {
     last: Option<(u64, u32)>,
-    /// in timestamp units (1/8 ms at 8 kHz)
+    /// in timestamp units
     j: f64,
+    /// the RTP clock, Hz
+    clock_hz: f64,
+}
+
+impl Default for JitterEstimator {
+    /// For an 8 kHz RTP clock (G.711).
+    fn default() -> Self {
+        Self::with_clock(8000)
+    }
 }
 
 impl JitterEstimator {
+    /// For an RTP clock of `hz` (48 kHz for Opus).
+    pub fn with_clock(hz: u32) -> Self {
+        Self {
+            last: None,
+            j: 0.0,
+            clock_hz: f64::from(hz),
+        }
+    }
+
     /// A packet with timestamp `ts` arrived at `arrival_us`.
     pub fn push(&mut self, arrival_us: u64, ts: u32) {
         if let Some((r0, s0)) = self.last {
-            let r = (arrival_us as f64 - r0 as f64) * 8000.0 / 1e6;
+            let r = (arrival_us as f64 - r0 as f64) * self.clock_hz / 1e6;
             let s = f64::from(ts.wrapping_sub(s0) as i32);
             let d = (r - s).abs();
             self.j += (d - self.j) / 16.0;
@@ -379,9 +397,9 @@ impl JitterEstimator {
         self.last = Some((arrival_us, ts));
     }
 
-    /// The current estimate, ms (8 kHz clock).
+    /// The current estimate, ms.
     pub fn ms(&self) -> f64 {
-        self.j / 8.0
+        self.j * 1000.0 / self.clock_hz
     }
 }
 
@@ -689,6 +707,13 @@ mod tests {
         for k in 0..400u64 {
             let late = if k % 2 == 1 { 4000 } else { 0 };
             j.push(k * 20_000 + late, (k * 160) as u32);
+        }
+        assert!((j.ms() - 4.0).abs() < 0.1, "{}", j.ms());
+        // the same at Opus's 48 kHz clock
+        let mut j = JitterEstimator::with_clock(48_000);
+        for k in 0..400u64 {
+            let late = if k % 2 == 1 { 4000 } else { 0 };
+            j.push(k * 20_000 + late, (k * 960) as u32);
         }
         assert!((j.ms() - 4.0).abs() < 0.1, "{}", j.ms());
     }

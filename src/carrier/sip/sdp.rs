@@ -8,14 +8,42 @@ use std::net::{IpAddr, SocketAddr};
 
 use rsiprtp::sdp::{Direction, MediaBuilder, MediaType, SdpBuilder, SessionDescription};
 
-/// G.711 law of the call.
+/// The voice codec of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum G711 {
-    /// μ-law, payload type 0.
+pub enum Codec {
+    /// G.711 μ-law, payload type 0.
     Pcmu,
-    /// A-law, payload type 8.
+    /// G.711 A-law, payload type 8.
     Pcma,
+    /// Opus (`opus/48000/2`) at its dynamic payload type: 48 kHz RTP clock,
+    /// 20 ms frames, decoded and resampled to 8 kHz at the boundary.
+    Opus {
+        /// The payload type.
+        pt: u8,
+    },
 }
+
+impl Codec {
+    /// Its RTP payload type.
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Self::Pcmu => 0,
+            Self::Pcma => 8,
+            Self::Opus { pt } => pt,
+        }
+    }
+
+    /// RTP timestamp units per 8 kHz sample (Opus counts at 48 kHz).
+    pub fn clock_factor(self) -> u32 {
+        match self {
+            Self::Opus { .. } => 6,
+            _ => 1,
+        }
+    }
+}
+
+/// The payload type we offer Opus at.
+pub const OPUS_PT: u8 = 111;
 
 /// What the far end's SDP gives us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +51,7 @@ pub struct Negotiated {
     /// Where the far end wants RTP.
     pub addr: SocketAddr,
     /// The voice codec.
-    pub codec: G711,
+    pub codec: Codec,
     /// The telephone-event payload type, if accepted.
     pub dtmf_pt: Option<u8>,
 }
@@ -34,9 +62,9 @@ fn parse(sdp: &[u8]) -> Result<SessionDescription, String> {
 }
 
 /// Reads the far end's SDP (the callee's answer, or an inbound caller's
-/// offer): its first audio stream, the first of PCMU/PCMA it lists (the
-/// offerer's preference), and telephone-event. Neither law is "no common
-/// codec".
+/// offer): its first audio stream, the first of PCMU, PCMA and Opus it
+/// lists (the offerer's preference), and telephone-event. None of them is
+/// "no common codec".
 pub fn negotiate(sdp: &[u8]) -> Result<Negotiated, String> {
     let sdp = parse(sdp)?;
     let audio = sdp
@@ -54,15 +82,21 @@ pub fn negotiate(sdp: &[u8]) -> Result<Negotiated, String> {
         .parse()
         .map_err(|_| format!("SDP address `{}` is not an IP", conn.address))?;
     let maps = audio.rtpmaps();
+    let opus = maps
+        .iter()
+        .find(|m| m.encoding.eq_ignore_ascii_case("opus") && m.clock_rate == 48_000)
+        .map(|m| m.payload_type);
     let codec = audio
         .formats
         .iter()
         .find_map(|f| match f.as_str() {
-            "0" => Some(G711::Pcmu),
-            "8" => Some(G711::Pcma),
-            _ => None,
+            "0" => Some(Codec::Pcmu),
+            "8" => Some(Codec::Pcma),
+            f => opus
+                .filter(|pt| f.parse::<u8>().ok() == Some(*pt))
+                .map(|pt| Codec::Opus { pt }),
         })
-        .ok_or("no common codec (PCMU or PCMA) in the SDP")?;
+        .ok_or("no common codec (PCMU, PCMA or Opus) in the SDP")?;
     let dtmf_pt = maps
         .iter()
         .find(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
@@ -115,7 +149,7 @@ pub struct LocalSdp {
     ip: IpAddr,
     rtp_port: u16,
     /// None: offer both laws
-    codec: Option<G711>,
+    codec: Option<Codec>,
     dtmf_pt: Option<u8>,
     /// `o=` session id: the same for the whole dialog (RFC 3264 §5)
     session_id: u64,
@@ -134,7 +168,8 @@ fn new_session_id() -> u64 {
 }
 
 impl LocalSdp {
-    /// An outbound call's offer: PCMU, PCMA, telephone-event 101.
+    /// An outbound call's offer: PCMU, PCMA, Opus 111 (after G.711, which
+    /// the PSTN carries anyway), telephone-event 101.
     pub fn offer(ip: IpAddr, rtp_port: u16) -> Self {
         Self {
             ip,
@@ -165,9 +200,10 @@ impl LocalSdp {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut m = MediaBuilder::audio(self.rtp_port);
         m = match self.codec {
-            None => m.pcmu().pcma(),
-            Some(G711::Pcmu) => m.pcmu(),
-            Some(G711::Pcma) => m.pcma(),
+            None => m.pcmu().pcma().codec(OPUS_PT, "opus", 48_000, Some(2)),
+            Some(Codec::Pcmu) => m.pcmu(),
+            Some(Codec::Pcma) => m.pcma(),
+            Some(Codec::Opus { pt }) => m.codec(pt, "opus", 48_000, Some(2)),
         };
         if let Some(pt) = self.dtmf_pt {
             m = m.telephone_event(pt);
@@ -222,13 +258,20 @@ mod tests {
         let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
                    m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
         let n = negotiate(sdp.as_bytes()).unwrap();
-        assert_eq!(n.codec, G711::Pcma);
+        assert_eq!(n.codec, Codec::Pcma);
         assert_eq!(n.addr, "10.0.0.9:6000".parse().unwrap());
         assert_eq!(n.dtmf_pt, Some(101));
         let opus = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
-                    m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+                    m=audio 6000 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\n";
+        assert_eq!(
+            negotiate(opus.as_bytes()).unwrap().codec,
+            Codec::Opus { pt: 96 },
+            "the offerer's first choice"
+        );
+        let g722 = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+                    m=audio 6000 RTP/AVP 9 111\r\na=rtpmap:111 SILK/16000\r\n";
         assert!(
-            negotiate(opus.as_bytes())
+            negotiate(g722.as_bytes())
                 .unwrap_err()
                 .contains("no common codec")
         );
@@ -262,7 +305,11 @@ mod tests {
         let mut ours = LocalSdp::offer("10.0.0.1".parse().unwrap(), 4000);
         let first = String::from_utf8(ours.to_bytes()).unwrap();
         assert!(first.contains("a=sendrecv"), "{first}");
-        assert!(first.contains("m=audio 4000 RTP/AVP 0 8 101"), "{first}");
+        assert!(
+            first.contains("m=audio 4000 RTP/AVP 0 8 111 101"),
+            "{first}"
+        );
+        assert!(first.contains("a=rtpmap:111 opus/48000/2"), "{first}");
         let held = String::from_utf8(ours.reanswer(&sdp("a=sendonly\r\n", "10.0.0.9"))).unwrap();
         assert!(held.contains("a=recvonly"), "{held}");
         assert!(!ours.sending());

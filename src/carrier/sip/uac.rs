@@ -853,7 +853,7 @@ mod tests {
         let out = sent(&mut u);
         assert!(out[0].starts_with("INVITE sip:+15551230001@127.0.0.1:5090 SIP/2.0"));
         assert!(
-            out[0].contains("m=audio 40000 RTP/AVP 0 8 101"),
+            out[0].contains("m=audio 40000 RTP/AVP 0 8 111 101"),
             "{}",
             out[0]
         );
