@@ -1,9 +1,10 @@
-//! SIP datagrams from the far end, arbitrary bytes: to an outbound call
-//! after its INVITE, to an inbound call after its 200 OK, as an INVITE to
-//! the listener, and to the trunk keep-alive. Errors or state changes,
+//! SIP from the far end, arbitrary bytes: to an outbound call after its
+//! INVITE, to an inbound call after its 200 OK, as an INVITE to the
+//! listener, to the trunk keep-alive, and as a TCP stream to frame. Errors or state changes,
 //! never a panic.
 #![no_main]
 
+use dialgate::carrier::sip::framing::Framer;
 use dialgate::carrier::sip::keepalive::Keepalive;
 use dialgate::carrier::sip::sdp::LocalSdp;
 use dialgate::carrier::sip::uac::{Dial, TrunkConfig, Uac};
@@ -62,6 +63,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = uas.handle_timeout(40_000);
         while uas.poll_event().is_some() {}
     }
+
+    // the bytes as a TCP stream, in two pieces
+    let mut f = Framer::default();
+    let (a, b) = data.split_at(data.len() / 2);
+    f.push(a);
+    while let Ok(Some(_)) = f.next_message() {}
+    f.push(b);
+    while let Ok(Some(_)) = f.next_message() {}
 
     let mut k = Keepalive::new(trunk(), "127.0.0.1:5070".parse().unwrap(), 1000, 0);
     let _ = k.handle_timeout(0);
