@@ -1132,3 +1132,107 @@ async fn calls_over_tcp() {
         assert!(sipp.finished_ok(), "{scenario}: SIPp saw a wrong flow");
     }
 }
+
+/// A callee written here, so the test knows both ends' media ports: it
+/// answers the INVITE with PCMU and sends 2 s of RTP from the port its SDP
+/// names, while a stranger sends RTP that looks right, and random garbage,
+/// to our RTP and RTCP ports. Only the callee's packets are heard; the
+/// rest is counted and dropped, and the call ends normally with our BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_from_a_stranger_and_garbage_are_ignored() {
+    use std::sync::Arc;
+    let sip = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    // another host where the loopback has one (Linux routes all 127/8)
+    let stranger = Arc::new(match tokio::net::UdpSocket::bind("127.0.0.2:0").await {
+        Ok(s) => s,
+        Err(_) => tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    });
+    let callee = sip.local_addr().unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let method = req.split(' ').next().unwrap_or("").to_string();
+            if method != "INVITE" && method != "BYE" {
+                continue;
+            }
+            let mut out = "SIP/2.0 200 OK\r\n".to_string();
+            for l in req.lines() {
+                let lower = l.to_ascii_lowercase();
+                if ["via:", "from:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|h| lower.starts_with(h))
+                {
+                    out += l;
+                    out += "\r\n";
+                } else if lower.starts_with("to:") {
+                    out += l;
+                    out += ";tag=callee\r\n";
+                }
+            }
+            if method == "BYE" {
+                out += "Content-Length: 0\r\n\r\n";
+                let _ = sip.send_to(out.as_bytes(), src).await;
+                continue;
+            }
+            let sdp = format!(
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {media_port} RTP/AVP 0\r\n"
+            );
+            out += &format!(
+                "Contact: <sip:callee@{callee}>\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            );
+            let _ = sip.send_to(out.as_bytes(), src).await;
+            // our RTP port, from the offer
+            let ours: u16 = req
+                .lines()
+                .find_map(|l| l.strip_prefix("m=audio "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap();
+            let (media, stranger) = (media.clone(), stranger.clone());
+            tokio::spawn(async move {
+                let rtp = SocketAddr::from(([127, 0, 0, 1], ours));
+                let rtcp = SocketAddr::from(([127, 0, 0, 1], ours + 1));
+                let mut packet = [0xFFu8; 12 + 160];
+                for k in 0..100u16 {
+                    packet[..2].copy_from_slice(&[0x80, 0]);
+                    packet[2..4].copy_from_slice(&k.to_be_bytes());
+                    packet[4..8].copy_from_slice(&(u32::from(k) * 160).to_be_bytes());
+                    packet[8..12].copy_from_slice(&0xCA11u32.to_be_bytes());
+                    let _ = media.send_to(&packet, rtp).await;
+                    // the stranger: a well-formed packet of its own, then junk
+                    packet[8..12].copy_from_slice(&0xBAD0u32.to_be_bytes());
+                    let _ = stranger.send_to(&packet, rtp).await;
+                    let junk = [k as u8; 7];
+                    let _ = stranger.send_to(&junk, rtp).await;
+                    let _ = stranger.send_to(&junk, rtcp).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = l.local_addr().unwrap();
+    tokio::spawn(dialgate::agent::echo::serve(l));
+    let report = place(callee, agent, |cfg| {
+        cfg.session.amd = None;
+        cfg.session.max_duration_ms = 3000;
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Completed);
+    assert!(
+        (95..=100).contains(&report.frames_in),
+        "only the callee's 100 frames: {report:?}"
+    );
+    // the stranger's 100 packets, and its 200 pieces of junk
+    assert!(report.ignored >= 290, "{report:?}");
+    assert!(
+        report.frames_out > 0,
+        "the echo agent still talks: {report:?}"
+    );
+}
