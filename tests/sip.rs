@@ -1026,6 +1026,26 @@ async fn an_outbound_proxy_carries_the_call() {
     assert!(sipp.finished_ok(), "SIPp's checks failed");
 }
 
+/// The start of a response to `req` (status line, Via, From, To with our
+/// tag, Call-ID, CSeq), as a stateless UAS writes it; the caller ends it.
+fn response_to(req: &str, status: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for l in req.lines() {
+        let lower = l.to_ascii_lowercase();
+        if ["via:", "from:", "call-id:", "cseq:"]
+            .iter()
+            .any(|h| lower.starts_with(h))
+        {
+            out += l;
+            out += "\r\n";
+        } else if lower.starts_with("to:") {
+            out += l;
+            out += ";tag=fake\r\n";
+        }
+    }
+    out
+}
+
 /// A stateless stand-in for a trunk: once `answer` is set it answers
 /// OPTIONS with 200 and INVITE with 486; it counts what it receives by
 /// method.
@@ -1053,21 +1073,7 @@ async fn fake_trunk(
             if !answer.load(std::sync::atomic::Ordering::Relaxed) {
                 continue;
             }
-            let mut out = format!("SIP/2.0 {status}\r\n");
-            for l in req.lines() {
-                let lower = l.to_ascii_lowercase();
-                if ["via:", "from:", "call-id:", "cseq:"]
-                    .iter()
-                    .any(|h| lower.starts_with(h))
-                {
-                    out += l;
-                    out += "\r\n";
-                } else if lower.starts_with("to:") {
-                    out += l;
-                    out += ";tag=fake\r\n";
-                }
-            }
-            out += "Content-Length: 0\r\n\r\n";
+            let out = response_to(&req, status) + "Content-Length: 0\r\n\r\n";
             let _ = sock.send_to(out.as_bytes(), src).await;
         }
     });
@@ -1158,20 +1164,7 @@ async fn rtp_from_a_stranger_and_garbage_are_ignored() {
             if method != "INVITE" && method != "BYE" {
                 continue;
             }
-            let mut out = "SIP/2.0 200 OK\r\n".to_string();
-            for l in req.lines() {
-                let lower = l.to_ascii_lowercase();
-                if ["via:", "from:", "call-id:", "cseq:"]
-                    .iter()
-                    .any(|h| lower.starts_with(h))
-                {
-                    out += l;
-                    out += "\r\n";
-                } else if lower.starts_with("to:") {
-                    out += l;
-                    out += ";tag=callee\r\n";
-                }
-            }
+            let mut out = response_to(&req, "200 OK");
             if method == "BYE" {
                 out += "Content-Length: 0\r\n\r\n";
                 let _ = sip.send_to(out.as_bytes(), src).await;
