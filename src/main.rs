@@ -1097,10 +1097,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
                 println!(
-                    "RTP: {} frames in, {} out, {} lost; jitter median {:.2} ms, worst {:.2} ms; AMD decided on {}",
+                    "RTP: {} frames in, {} out (+{} of silence), {} lost; {} RTCP reports sent; jitter median {:.2} ms, worst {:.2} ms; AMD decided on {}",
                     r.frames_in,
                     r.frames_out,
+                    r.silence_out,
                     r.frames_lost,
+                    r.rtcp_sent,
                     r.jitter_ms.0,
                     r.jitter_ms.1,
                     r.amd_decided

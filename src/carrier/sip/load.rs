@@ -40,6 +40,10 @@ pub struct SipLoadReport {
     pub frames_in: u64,
     /// RTP frames sent (the echo agent's audio).
     pub frames_out: u64,
+    /// RTP frames of silence sent in the agent's pauses.
+    pub silence_out: u64,
+    /// RTCP reports sent.
+    pub rtcp_sent: u64,
     /// Frames the jitter buffers gave up.
     pub frames_lost: u64,
     /// Interarrival jitter per call at its end, ms: median and worst.
@@ -105,6 +109,8 @@ pub async fn sip_load(cfg: SipLoadConfig) -> std::io::Result<SipLoadReport> {
         first_failure: None,
         frames_in: 0,
         frames_out: 0,
+        silence_out: 0,
+        rtcp_sent: 0,
         frames_lost: 0,
         jitter_ms: (0.0, 0.0),
         amd_decided: 0,
@@ -126,6 +132,8 @@ pub async fn sip_load(cfg: SipLoadConfig) -> std::io::Result<SipLoadReport> {
                 }
                 report.frames_in += r.frames_in;
                 report.frames_out += r.frames_out;
+                report.silence_out += r.silence_out;
+                report.rtcp_sent += r.rtcp_sent;
                 report.frames_lost += r.frames_lost;
                 report.amd_decided += usize::from(r.answered_by.is_some());
                 jitter.push(r.jitter_ms);
