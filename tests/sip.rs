@@ -197,7 +197,16 @@ fn sip_call(
 
 /// Signalling checks: no agent answers (and none is needed).
 async fn dial(sipp: &Sipp, trunk: TrunkConfig, ring: Duration) -> SipCallReport {
-    let cfg = sip_call(sipp.addr, trunk, ring, "ws://127.0.0.1:9/", 300);
+    dial_with(sipp.addr, trunk, ring).await
+}
+
+/// [`dial`] to any callee at `addr`, without credentials.
+async fn dial_addr(addr: SocketAddr, ring: Duration) -> SipCallReport {
+    dial_with(addr, trunk(false), ring).await
+}
+
+async fn dial_with(addr: SocketAddr, trunk: TrunkConfig, ring: Duration) -> SipCallReport {
+    let cfg = sip_call(addr, trunk, ring, "ws://127.0.0.1:9/", 300);
     tokio::time::timeout(
         Duration::from_secs(45),
         run(cfg, "+15551230001", "+15550009999"),
@@ -1046,6 +1055,39 @@ fn response_to(req: &str, status: &str) -> String {
     out
 }
 
+/// A PCMU SDP at 127.0.0.1:`port`, with the headers that carry it.
+fn sdp_body(port: u16) -> String {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\n"
+    );
+    format!(
+        "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The RTP port of our offer in `invite`.
+fn offered_rtp_port(invite: &str) -> u16 {
+    invite
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap()
+}
+
+/// A PCMU RTP packet: packet `k` of `ssrc`, with `payload`.
+fn pcmu_packet(k: u16, ssrc: u32, payload: &[u8; 160]) -> [u8; 172] {
+    let mut p = [0u8; 172];
+    p[..2].copy_from_slice(&[0x80, 0]);
+    p[2..4].copy_from_slice(&k.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(k) * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p[12..].copy_from_slice(payload);
+    p
+}
+
 /// A stateless stand-in for a trunk: once `answer` is set it answers
 /// OPTIONS with 200 and INVITE with 486; it counts what it receives by
 /// method.
@@ -1170,37 +1212,21 @@ async fn rtp_from_a_stranger_and_garbage_are_ignored() {
                 let _ = sip.send_to(out.as_bytes(), src).await;
                 continue;
             }
-            let sdp = format!(
-                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                 m=audio {media_port} RTP/AVP 0\r\n"
-            );
-            out += &format!(
-                "Contact: <sip:callee@{callee}>\r\nContent-Type: application/sdp\r\n\
-                 Content-Length: {}\r\n\r\n{sdp}",
-                sdp.len()
-            );
+            out += &format!("Contact: <sip:callee@{callee}>\r\n{}", sdp_body(media_port));
             let _ = sip.send_to(out.as_bytes(), src).await;
-            // our RTP port, from the offer
-            let ours: u16 = req
-                .lines()
-                .find_map(|l| l.strip_prefix("m=audio "))
-                .and_then(|l| l.split(' ').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap();
+            let ours = offered_rtp_port(&req);
             let (media, stranger) = (media.clone(), stranger.clone());
             tokio::spawn(async move {
                 let rtp = SocketAddr::from(([127, 0, 0, 1], ours));
                 let rtcp = SocketAddr::from(([127, 0, 0, 1], ours + 1));
-                let mut packet = [0xFFu8; 12 + 160];
                 for k in 0..100u16 {
-                    packet[..2].copy_from_slice(&[0x80, 0]);
-                    packet[2..4].copy_from_slice(&k.to_be_bytes());
-                    packet[4..8].copy_from_slice(&(u32::from(k) * 160).to_be_bytes());
-                    packet[8..12].copy_from_slice(&0xCA11u32.to_be_bytes());
-                    let _ = media.send_to(&packet, rtp).await;
+                    let _ = media
+                        .send_to(&pcmu_packet(k, 0xCA11, &[0xFF; 160]), rtp)
+                        .await;
                     // the stranger: a well-formed packet of its own, then junk
-                    packet[8..12].copy_from_slice(&0xBAD0u32.to_be_bytes());
-                    let _ = stranger.send_to(&packet, rtp).await;
+                    let _ = stranger
+                        .send_to(&pcmu_packet(k, 0xBAD0, &[0xFF; 160]), rtp)
+                        .await;
                     let junk = [k as u8; 7];
                     let _ = stranger.send_to(&junk, rtp).await;
                     let _ = stranger.send_to(&junk, rtcp).await;
@@ -1228,4 +1254,72 @@ async fn rtp_from_a_stranger_and_garbage_are_ignored() {
         report.frames_out > 0,
         "the echo agent still talks: {report:?}"
     );
+}
+
+/// A carrier that does not answer but plays "number not in service" on
+/// early media: a 183 with SDP, then the SIT tones and announcement (a
+/// held-out corpus clip) as RTP. The tone bank hears the SIT before any
+/// answer, the call is cancelled at once (not at the ring time-out) and
+/// ends as failed with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sit_on_early_media_cancels_the_call() {
+    let sip = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let callee = sip.local_addr().unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/amd/heldout/sit_0024.wav");
+    let (_, samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = cancelled.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        let mut invite = String::new();
+        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            match req.split(' ').next().unwrap_or("") {
+                "INVITE" => {
+                    invite = req.clone();
+                    let out = response_to(&req, "183 Session Progress") + &sdp_body(media_port);
+                    let _ = sip.send_to(out.as_bytes(), src).await;
+                    let ours = offered_rtp_port(&req);
+                    let (media, samples) = (media.clone(), samples.clone());
+                    tokio::spawn(async move {
+                        let to = SocketAddr::from(([127, 0, 0, 1], ours));
+                        for (k, chunk) in samples.chunks_exact(160).enumerate() {
+                            let mut ulaw = [0u8; 160];
+                            for (b, &x) in ulaw.iter_mut().zip(chunk) {
+                                *b = dialgate::audio::g711::ulaw_encode(x);
+                            }
+                            let packet = pcmu_packet(k as u16, 0x51F, &ulaw);
+                            if media.send_to(&packet, to).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
+                }
+                "CANCEL" => {
+                    c.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let ok = response_to(&req, "200 OK") + "Content-Length: 0\r\n\r\n";
+                    let _ = sip.send_to(ok.as_bytes(), src).await;
+                    let terminated = response_to(&invite, "487 Request Terminated")
+                        + "Content-Length: 0\r\n\r\n";
+                    let _ = sip.send_to(terminated.as_bytes(), src).await;
+                }
+                _ => {}
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let report = dial_addr(callee, Duration::from_secs(20)).await;
+    assert!(
+        matches!(&report.outcome, Outcome::Failed { reason, .. } if reason.contains("special information tones")),
+        "{report:?}"
+    );
+    assert!(cancelled.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "cancelled on the tones, not at the 20 s ring time-out"
+    );
+    assert_eq!(report.progress, vec![183]);
 }

@@ -29,6 +29,7 @@ use crate::audio::resample::Resampler;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
 use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
 use crate::detect::llm::LlmVerifier;
+use crate::detect::tones::{ToneBank, ToneConfig, ToneEvent};
 use crate::engine::Engine;
 
 /// Everything one call needs.
@@ -168,6 +169,49 @@ impl OpusLeg {
     }
 }
 
+impl Media {
+    /// The media of a call whose far end's SDP said `neg`, set up at `now`.
+    fn new(neg: Negotiated, peer: SocketAddr, epoch: Instant, now: u64) -> Result<Self, String> {
+        let ssrc = epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11;
+        let opus = match neg.codec {
+            Codec::Opus { .. } => Some(Box::new(OpusLeg::new()?)),
+            _ => None,
+        };
+        Ok(Self {
+            neg,
+            latch: Latch::new(neg.addr, peer.ip()),
+            jitter: JitterBuffer::default(),
+            opus,
+            pending: [0; 4 * FRAME_SAMPLES],
+            pending_len: 0,
+            dtmf: DtmfReceiver::default(),
+            arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
+            out: RtpHeader {
+                pt: neg.codec.payload_type(),
+                marker: false,
+                seq: (epoch.elapsed().as_nanos() as u16) | 1,
+                ts: 0,
+                ssrc,
+            },
+            // RFC 3550 §5.1 asks for a random start; the nanoseconds of
+            // the set-up time are as good
+            ts0: epoch.elapsed().as_nanos() as u32 ^ 0x0BAD_F00D,
+            timeline: TxTimeline::new(now),
+            resume: false,
+            media_ms: 0,
+            sending: true,
+            dtmf_out: DtmfSender::default(),
+            rtcp: Rtcp::new(ssrc, &format!("dialgate-{ssrc:08x}@{}", peer.ip()), now),
+            rtcp_latch: Latch::new(
+                SocketAddr::new(neg.addr.ip(), neg.addr.port().wrapping_add(1)),
+                peer.ip(),
+            ),
+            event_ts: 0,
+            early_tones: None,
+        })
+    }
+}
+
 struct Media {
     neg: Negotiated,
     latch: Latch,
@@ -199,6 +243,9 @@ struct Media {
     rtcp_latch: Latch,
     /// RTP timestamp of the event being sent
     event_ts: u32,
+    /// before the answer (early media of a 183): the tone bank listens for
+    /// special information tones, and nothing else hears it
+    early_tones: Option<Box<ToneBank>>,
 }
 
 /// The signalling of one call: outbound or inbound, the same events.
@@ -424,7 +471,8 @@ pub(crate) async fn drive(
     let mut rtp_in = [0u8; 2048];
     let mut rtp_out = [0u8; 12 + opus::MAX_PACKET];
     let mut hung_up = false;
-    let mut bad_answer = false;
+    // set once we hang up for a reason of our own (an unusable answer, SIT)
+    let mut outcome_fixed = false;
     loop {
         // SIP first: an answer creates the session.
         while let Some(ev) = uac.poll_event() {
@@ -432,69 +480,40 @@ pub(crate) async fn drive(
                 SipEvent::Send(bytes) => {
                     sip.send_to(&bytes, peer).await?;
                 }
-                SipEvent::Progress { status, .. } => {
+                SipEvent::Progress { status, sdp } => {
                     report.progress.push(status);
                     if let Some((engine, id)) = &engine {
                         engine.report(id, crate::engine::CallFact::Ringing);
+                    }
+                    // Early media (a 183 with SDP: ringback, or the carrier's
+                    // announcement): only the tone bank listens, for SIT.
+                    if media.is_none()
+                        && let Some(Ok(neg)) = sdp.as_deref().map(negotiate)
+                        && let Ok(mut m) = Media::new(neg, peer, epoch, now())
+                    {
+                        tracing::debug!(codec = ?neg.codec, "early media");
+                        m.early_tones = Some(Box::new(ToneBank::new(ToneConfig::default())));
+                        media = Some(m);
                     }
                 }
                 SipEvent::Answered { sdp } => match negotiate(&sdp) {
                     Ok(neg) => {
                         tracing::info!(codec = ?neg.codec, rtp = %neg.addr, "answered");
                         report.media = Some(neg);
-                        let ssrc = epoch.elapsed().as_nanos() as u32 ^ 0x5EED_CA11;
-                        let opus_leg = match neg.codec {
-                            Codec::Opus { .. } => match OpusLeg::new() {
-                                Ok(l) => Some(Box::new(l)),
-                                Err(reason) => {
-                                    tracing::error!(%reason, "cannot run Opus: hanging up");
-                                    report.outcome = Outcome::Failed {
-                                        status: 488,
-                                        reason,
-                                    };
-                                    hung_up = true;
-                                    bad_answer = true;
-                                    uac.hangup(now())?;
-                                    continue;
-                                }
-                            },
-                            _ => None,
+                        media = match Media::new(neg, peer, epoch, now()) {
+                            Ok(m) => Some(m),
+                            Err(reason) => {
+                                tracing::error!(%reason, "cannot run the codec: hanging up");
+                                report.outcome = Outcome::Failed {
+                                    status: 488,
+                                    reason,
+                                };
+                                hung_up = true;
+                                outcome_fixed = true;
+                                uac.hangup(now())?;
+                                continue;
+                            }
                         };
-                        media = Some(Media {
-                            neg,
-                            latch: Latch::new(neg.addr, peer.ip()),
-                            jitter: JitterBuffer::default(),
-                            opus: opus_leg,
-                            pending: [0; 4 * FRAME_SAMPLES],
-                            pending_len: 0,
-                            dtmf: DtmfReceiver::default(),
-                            arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
-                            out: RtpHeader {
-                                pt: neg.codec.payload_type(),
-                                marker: false,
-                                seq: (epoch.elapsed().as_nanos() as u16) | 1,
-                                ts: 0,
-                                ssrc,
-                            },
-                            // RFC 3550 §5.1 asks for a random start; the
-                            // nanoseconds of the set-up time are as good
-                            ts0: epoch.elapsed().as_nanos() as u32 ^ 0x0BAD_F00D,
-                            timeline: TxTimeline::new(now()),
-                            resume: false,
-                            media_ms: 0,
-                            sending: true,
-                            dtmf_out: DtmfSender::default(),
-                            rtcp: Rtcp::new(
-                                ssrc,
-                                &format!("dialgate-{ssrc:08x}@{}", peer.ip()),
-                                now(),
-                            ),
-                            rtcp_latch: Latch::new(
-                                SocketAddr::new(neg.addr.ip(), neg.addr.port().wrapping_add(1)),
-                                peer.ip(),
-                            ),
-                            event_ts: 0,
-                        });
                         // RTP is played as it arrives: frames sent ahead
                         // of time would only be jitter to the callee.
                         let session_cfg = SessionConfig {
@@ -513,7 +532,7 @@ pub(crate) async fn drive(
                             reason: reason.clone(),
                         };
                         hung_up = true;
-                        bad_answer = true;
+                        outcome_fixed = true;
                         uac.hangup(now())?;
                     }
                 },
@@ -536,8 +555,9 @@ pub(crate) async fn drive(
                 }
                 SipEvent::Ended(o) => {
                     tracing::info!(outcome = o.as_status(), "SIP call ended");
-                    // after an unusable answer the 488-like failure stands
-                    if !bad_answer {
+                    // after an unusable answer, or SIT heard on early media,
+                    // the failure we found stands
+                    if !outcome_fixed {
                         report.outcome = o;
                     }
                     if let Some(s) = session.as_mut() {
@@ -660,7 +680,7 @@ pub(crate) async fn drive(
             }
             r = rtp_sock.recv_from(&mut rtp_in), if media.is_some() => {
                 let (n, src) = r?;
-                let (Some(m), Some(s)) = (media.as_mut(), session.as_mut()) else { continue };
+                let Some(m) = media.as_mut() else { continue };
                 if !m.latch.on_packet(src) {
                     report.ignored += 1;
                     continue;
@@ -674,6 +694,7 @@ pub(crate) async fn drive(
                 if Some(h.pt) == m.neg.dtmf_pt {
                     if let Ok(ev) = TelephoneEvent::parse(payload)
                         && let Some(digit) = m.dtmf.push(&h, ev)
+                        && let Some(s) = session.as_mut()
                     {
                         s.handle_carrier_dtmf(t, digit);
                     }
@@ -693,44 +714,65 @@ pub(crate) async fn drive(
                 report.jitter_ms = m.arrival.ms();
                 m.jitter.push(h.seq, payload);
                 // Packets may carry 10 to 60 ms: re-frame into 20 ms.
-                while let Some(bytes) = m.jitter.pop() {
-                    if let Some(leg) = m.opus.as_mut() {
-                        let n = match leg.decode(bytes) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                report.ignored += 1;
-                                tracing::debug!(error = %e, "Opus packet dropped");
-                                continue;
-                            }
-                        };
-                        for pcm in &leg.frames[..n] {
-                            let frame = AudioFrame::from_pcm(pcm, m.media_ms);
-                            m.media_ms += u64::from(FRAME_MS);
-                            report.frames_in += 1;
-                            if let Err(e) = s.handle_carrier_media(t, &frame) {
-                                tracing::warn!(error = %e, "AMD failed on a frame");
-                            }
-                        }
-                        continue;
-                    }
-                    m.pending[m.pending_len..m.pending_len + bytes.len()].copy_from_slice(bytes);
-                    m.pending_len += bytes.len();
-                    let mut used = 0;
-                    while m.pending_len - used >= FRAME_SAMPLES {
-                        let chunk = &m.pending[used..used + FRAME_SAMPLES];
-                        let mut frame = AudioFrame::from_ulaw(chunk, m.media_ms);
-                        if m.neg.codec == Codec::Pcma {
-                            g711::alaw_decode_into(chunk, &mut frame.pcm);
-                        }
-                        used += FRAME_SAMPLES;
-                        m.media_ms += u64::from(FRAME_MS);
+                let mut sit = false;
+                let mut hear = |frame: &AudioFrame, report: &mut SipCallReport| {
+                    if let Some(s) = session.as_mut() {
                         report.frames_in += 1;
-                        if let Err(e) = s.handle_carrier_media(t, &frame) {
+                        if let Err(e) = s.handle_carrier_media(t, frame) {
                             tracing::warn!(error = %e, "AMD failed on a frame");
                         }
                     }
-                    m.pending.copy_within(used..m.pending_len, 0);
-                    m.pending_len -= used;
+                };
+                while let Some(bytes) = m.jitter.pop() {
+                    let mut frames = [[0i16; FRAME_SAMPLES]; 6];
+                    let mut n = 0;
+                    if let Some(leg) = m.opus.as_mut() {
+                        match leg.decode(bytes) {
+                            Ok(k) => {
+                                frames[..k].copy_from_slice(&leg.frames[..k]);
+                                n = k;
+                            }
+                            Err(e) => {
+                                report.ignored += 1;
+                                tracing::debug!(error = %e, "Opus packet dropped");
+                            }
+                        }
+                    } else {
+                        m.pending[m.pending_len..m.pending_len + bytes.len()].copy_from_slice(bytes);
+                        m.pending_len += bytes.len();
+                        let mut used = 0;
+                        while m.pending_len - used >= FRAME_SAMPLES {
+                            let chunk = &m.pending[used..used + FRAME_SAMPLES];
+                            let _ = match m.neg.codec {
+                                Codec::Pcma => g711::alaw_decode_into(chunk, &mut frames[n]),
+                                _ => g711::ulaw_decode_into(chunk, &mut frames[n]),
+                            };
+                            used += FRAME_SAMPLES;
+                            n += 1;
+                        }
+                        m.pending.copy_within(used..m.pending_len, 0);
+                        m.pending_len -= used;
+                    }
+                    for pcm in &frames[..n] {
+                        let frame = AudioFrame::from_pcm(pcm, m.media_ms);
+                        m.media_ms += u64::from(FRAME_MS);
+                        if let Some(tones) = m.early_tones.as_mut() {
+                            tones.push_frame(&frame, |ev| sit |= matches!(ev, ToneEvent::Sit { .. }));
+                        } else {
+                            hear(&frame, &mut report);
+                        }
+                    }
+                }
+                if sit && !hung_up {
+                    // a number not in service, announced before any answer
+                    tracing::info!("SIT on early media: cancelling");
+                    report.outcome = Outcome::Failed {
+                        status: 0,
+                        reason: "special information tones on early media (number not in service, intercept)".into(),
+                    };
+                    hung_up = true;
+                    outcome_fixed = true;
+                    uac.hangup(now())?;
                 }
                 report.frames_lost = m.jitter.lost;
             }

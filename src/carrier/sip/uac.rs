@@ -960,6 +960,50 @@ mod tests {
     }
 
     #[test]
+    fn a_407_with_sha_256_is_answered_with_proxy_authorization() {
+        use sha2::{Digest, Sha256};
+        let hex = |s: String| -> String {
+            Sha256::digest(s.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let mut u = uac(30_000);
+        let invite = sent(&mut u).remove(0);
+        let challenge = "Proxy-Authenticate: Digest realm=\"proxy\", nonce=\"n0nce\", qop=\"auth\", algorithm=SHA-256\r\n";
+        u.handle_datagram(
+            10,
+            &response(&invite, 407, "Proxy Authentication Required", challenge),
+        )
+        .unwrap();
+        let out = sent(&mut u);
+        assert!(out[0].starts_with("ACK "));
+        let auth = out[1]
+            .lines()
+            .find_map(|l| l.strip_prefix("Proxy-Authorization: Digest "))
+            .unwrap_or_else(|| panic!("{}", out[1]));
+        let param = |name: &str| -> String {
+            auth.split(',')
+                .map(str::trim)
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {auth}"))
+                .trim_matches('"')
+                .to_string()
+        };
+        assert_eq!(param("algorithm"), "SHA-256");
+        assert_eq!(param("qop"), "auth");
+        // RFC 7616 §3.4.1, computed here, not by the crate that wrote it
+        let ha1 = hex("alice:proxy:secret".into());
+        let ha2 = hex(format!("INVITE:{}", param("uri")));
+        let want = hex(format!(
+            "{ha1}:n0nce:{}:{}:auth:{ha2}",
+            param("nc"),
+            param("cnonce")
+        ));
+        assert_eq!(param("response"), want);
+    }
+
+    #[test]
     fn a_re_invite_keeps_the_call_and_a_bye_ends_it() {
         let mut u = uac(30_000);
         let invite = sent(&mut u).remove(0);
