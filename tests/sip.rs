@@ -978,29 +978,34 @@ async fn pressing_agent(digits: &'static str) -> SocketAddr {
 
 /// The agent presses 1 then # (to get through an IVR menu): the digits go
 /// to the callee as RFC 4733 events, and baresip, a SIP stack that is not
-/// ours, hears both.
+/// ours, hears both; in G.711 and in Opus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_digits_reach_the_callee_as_rfc_4733() {
-    let Some(callee) = Baresip::start("+15551230001", &[0i16; 8000 * 3]) else {
-        return;
-    };
-    let agent = pressing_agent("1#").await;
-    let report = place(callee.addr, agent, |cfg| cfg.session.amd = None).await;
-    assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
-    assert_eq!(report.events_out, 16, "5 tone and 3 end packets per digit");
-    // baresip logs each change of event and end bit it decodes
-    let log = callee.log();
-    for heard in [
-        "received event: '1' (end=0)",
-        "received event: '1' (end=1)",
-        "received event: '#' (end=0)",
-        "received event: '#' (end=1)",
-    ] {
-        assert!(log.contains(heard), "baresip did not log {heard}: {log}");
+    for codecs in ["PCMU,PCMA", "opus/48000/2"] {
+        let Some(callee) = Baresip::start_with("+15551230001", &[0i16; 8000 * 3], codecs) else {
+            return;
+        };
+        let agent = pressing_agent("1#").await;
+        let report = place(callee.addr, agent, |cfg| cfg.session.amd = None).await;
+        assert_eq!(report.outcome, Outcome::Completed, "{}", callee.log());
+        assert_eq!(report.events_out, 16, "5 tone and 3 end packets per digit");
+        // baresip logs each change of event and end bit it decodes
+        let log = callee.log();
+        for heard in [
+            "received event: '1' (end=0)",
+            "received event: '1' (end=1)",
+            "received event: '#' (end=0)",
+            "received event: '#' (end=1)",
+        ] {
+            assert!(
+                log.contains(heard),
+                "{codecs}: baresip did not log {heard}: {log}"
+            );
+        }
+        // the agent is silent: its pauses are filled with silence, one
+        // frame per 20 ms (3 s of call), less the 16 slots the digits took
+        assert!(report.silence_out > 100, "{report:?}");
     }
-    // the agent is silent: its pauses are filled with silence, one frame
-    // per 20 ms (3 s of call), less the 16 slots the digits took
-    assert!(report.silence_out > 100, "{report:?}");
 }
 
 /// With an outbound proxy, the INVITE goes to the proxy's address with the

@@ -200,7 +200,7 @@ impl Media {
             resume: false,
             media_ms: 0,
             sending: true,
-            dtmf_out: DtmfSender::default(),
+            dtmf_out: DtmfSender::with_clock(neg.dtmf_clock),
             rtcp: Rtcp::new(ssrc, &format!("dialgate-{ssrc:08x}@{}", peer.ip()), now),
             rtcp_latch: Latch::new(
                 SocketAddr::new(neg.addr.ip(), neg.addr.port().wrapping_add(1)),

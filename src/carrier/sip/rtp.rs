@@ -232,8 +232,10 @@ pub struct EventPacket {
 /// packets 20 ms apart (100 ms of tone, the first with the marker bit),
 /// then its end packet three times (RFC 4733 §2.5.1.4), then 60 ms of
 /// gap before the next digit. Voice is not sent during an event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DtmfSender {
+    /// RTP clock units per 20 ms packet (160 at 8 kHz, 960 at 48 kHz)
+    per_packet: u16,
     queue: std::collections::VecDeque<u8>,
     /// event code and packets sent of the digit being sent
     active: Option<(u8, u16)>,
@@ -247,7 +249,24 @@ const END_REPEATS: u16 = 3;
 /// Silence between two digits, ms.
 const DIGIT_GAP_MS: u64 = 60;
 
+impl Default for DtmfSender {
+    /// For telephone-event at 8 kHz.
+    fn default() -> Self {
+        Self::with_clock(8000)
+    }
+}
+
 impl DtmfSender {
+    /// For telephone-event at `clock_hz` (durations count in its units).
+    pub fn with_clock(clock_hz: u32) -> Self {
+        Self {
+            per_packet: (clock_hz / 50).min(u32::from(u16::MAX) / 8) as u16,
+            queue: std::collections::VecDeque::new(),
+            active: None,
+            next_at: None,
+        }
+    }
+
     /// Queues `digit` at `now`; false if it is not a DTMF digit.
     pub fn push(&mut self, digit: char, now: u64) -> bool {
         let Some(code) = TelephoneEvent::code_of(digit) else {
@@ -287,7 +306,7 @@ impl DtmfSender {
         let ev = TelephoneEvent {
             event: code,
             end: n > TONE_PACKETS,
-            duration: n.min(TONE_PACKETS) * 160,
+            duration: n.min(TONE_PACKETS) * self.per_packet,
         };
         if n == TONE_PACKETS + END_REPEATS {
             self.active = None;
@@ -693,6 +712,11 @@ mod tests {
         assert!(packets[8].1.first && packets[8].2.event == 11);
         assert!(!tx.is_sending());
         assert_eq!(tx.poll_timeout(), None);
+        // at 48 kHz (beside Opus) the durations count in its units
+        let mut tx = DtmfSender::with_clock(48_000);
+        tx.push('9', 0);
+        let p = tx.poll_packet(0).unwrap();
+        assert_eq!(TelephoneEvent::parse(&p.payload).unwrap().duration, 960);
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl Codec {
 
 /// The payload type we offer Opus at.
 pub const OPUS_PT: u8 = 111;
+/// The payload type we offer telephone-event at 48 kHz at (beside Opus).
+pub const OPUS_EVENT_PT: u8 = 102;
 
 /// What the far end's SDP gives us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub struct Negotiated {
     pub codec: Codec,
     /// The telephone-event payload type, if accepted.
     pub dtmf_pt: Option<u8>,
+    /// Its RTP clock, Hz (8000, or 48000 beside Opus).
+    pub dtmf_clock: u32,
 }
 
 fn parse(sdp: &[u8]) -> Result<SessionDescription, String> {
@@ -97,14 +101,23 @@ pub fn negotiate(sdp: &[u8]) -> Result<Negotiated, String> {
                 .map(|pt| Codec::Opus { pt }),
         })
         .ok_or("no common codec (PCMU, PCMA or Opus) in the SDP")?;
-    let dtmf_pt = maps
-        .iter()
-        .find(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
-        .map(|m| m.payload_type);
+    // telephone-event at the voice codec's clock (RFC 4733 §2.1: events in
+    // the audio's stream count time as the audio does), else any
+    let clock = 8000 * codec.clock_factor();
+    let events = || {
+        maps.iter()
+            .filter(|m| m.encoding.eq_ignore_ascii_case("telephone-event"))
+    };
+    let dtmf = events()
+        .find(|m| m.clock_rate == clock)
+        .or_else(|| events().next());
+    let dtmf_pt = dtmf.map(|m| m.payload_type);
+    let dtmf_clock = dtmf.map_or(8000, |m| m.clock_rate);
     Ok(Negotiated {
         addr: SocketAddr::new(ip, audio.port),
         codec,
         dtmf_pt,
+        dtmf_clock,
     })
 }
 
@@ -151,6 +164,7 @@ pub struct LocalSdp {
     /// None: offer both laws
     codec: Option<Codec>,
     dtmf_pt: Option<u8>,
+    dtmf_clock: u32,
     /// `o=` session id: the same for the whole dialog (RFC 3264 §5)
     session_id: u64,
     version: u64,
@@ -176,6 +190,7 @@ impl LocalSdp {
             rtp_port,
             codec: None,
             dtmf_pt: Some(101),
+            dtmf_clock: 8000,
             session_id: new_session_id(),
             version: 1,
             direction: Direction::SendRecv,
@@ -190,6 +205,7 @@ impl LocalSdp {
             rtp_port,
             codec: Some(neg.codec),
             dtmf_pt: neg.dtmf_pt,
+            dtmf_clock: neg.dtmf_clock,
             session_id: new_session_id(),
             version: 1,
             direction: Direction::SendRecv,
@@ -206,7 +222,16 @@ impl LocalSdp {
             Some(Codec::Opus { pt }) => m.codec(pt, "opus", 48_000, Some(2)),
         };
         if let Some(pt) = self.dtmf_pt {
-            m = m.telephone_event(pt);
+            m = match self.dtmf_clock {
+                8000 => m.telephone_event(pt),
+                clock => m.codec(pt, "telephone-event", clock, None).fmtp(pt, "0-16"),
+            };
+        }
+        if self.codec.is_none() {
+            // the offer: events at Opus's clock too, for an Opus answer
+            m = m
+                .codec(OPUS_EVENT_PT, "telephone-event", 48_000, None)
+                .fmtp(OPUS_EVENT_PT, "0-16");
         }
         SdpBuilder::new(self.ip)
             .session_name("dialgate")
@@ -328,6 +353,31 @@ mod tests {
             direction(&ours.reanswer(&sdp("a=inactive\r\n", "10.0.0.9"))),
             Ok(Direction::Inactive)
         );
+    }
+
+    #[test]
+    fn events_follow_the_voice_codecs_clock() {
+        let offer = |formats: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+                 m=audio 6000 RTP/AVP {formats}\r\na=rtpmap:111 opus/48000/2\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\na=rtpmap:102 telephone-event/48000\r\n"
+            )
+        };
+        let opus = negotiate(offer("111 101 102").as_bytes()).unwrap();
+        assert_eq!((opus.dtmf_pt, opus.dtmf_clock), (Some(102), 48_000));
+        let g711 = negotiate(offer("0 101 102").as_bytes()).unwrap();
+        assert_eq!((g711.dtmf_pt, g711.dtmf_clock), (Some(101), 8000));
+        // an answer to an Opus offer names the 48 kHz events
+        let ours = String::from_utf8(
+            LocalSdp::answer("10.0.0.1".parse().unwrap(), 4000, &opus).to_bytes(),
+        )
+        .unwrap();
+        assert!(
+            ours.contains("a=rtpmap:102 telephone-event/48000"),
+            "{ours}"
+        );
+        assert!(!ours.contains("telephone-event/8000"), "{ours}");
     }
 
     #[test]
