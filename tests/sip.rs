@@ -620,15 +620,11 @@ struct Baresip {
 }
 
 impl Baresip {
-    /// Starts baresip as the number `user`, playing `samples` (8 kHz); None
-    /// if it is not installed (a failure where `DIALGATE_REQUIRE_PEERS` is
-    /// set). It answers only calls to its own user (404 otherwise).
-    fn start(user: &str, samples: &[i16]) -> Option<Self> {
-        Self::start_with(user, samples, "PCMU,PCMA")
-    }
-
-    /// The same, answering with the first of `codecs` it can
-    /// (`opus/48000/2`).
+    /// Starts baresip as the number `user`, playing `samples` (8 kHz) and
+    /// answering with the first of `codecs` it can (`PCMU,PCMA`,
+    /// `opus/48000/2`); None if it is not installed (a failure where
+    /// `DIALGATE_REQUIRE_PEERS` is set). It answers only calls to its own
+    /// user (404 otherwise).
     fn start_with(user: &str, samples: &[i16], codecs: &str) -> Option<Self> {
         let found = Command::new("baresip")
             .arg("-h")
