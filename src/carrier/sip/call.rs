@@ -630,10 +630,15 @@ pub(crate) async fn drive(
                 }
                 if t >= m.rtcp.poll_timeout() {
                     let n = m.rtcp.report(t, ntp_now(), &mut rtcp_buf);
-                    if m.sending && n <= rtcp_buf.len() {
-                        rtcp_sock
+                    // RTCP is best effort: a far end without an RTCP port
+                    // answers with ICMP, which must not end the call
+                    if m.sending
+                        && n <= rtcp_buf.len()
+                        && rtcp_sock
                             .send_to(&rtcp_buf[..n], m.rtcp_latch.target())
-                            .await?;
+                            .await
+                            .is_ok()
+                    {
                         report.rtcp_sent += 1;
                     }
                 }
@@ -679,7 +684,11 @@ pub(crate) async fn drive(
                 }
             }
             r = rtp_sock.recv_from(&mut rtp_in), if media.is_some() => {
-                let (n, src) = r?;
+                // a reported ICMP error of an earlier send is not the call's end
+                let Ok((n, src)) = r else {
+                    report.ignored += 1;
+                    continue;
+                };
                 let Some(m) = media.as_mut() else { continue };
                 if !m.latch.on_packet(src) {
                     report.ignored += 1;
@@ -777,7 +786,10 @@ pub(crate) async fn drive(
                 report.frames_lost = m.jitter.lost;
             }
             r = rtcp_sock.recv_from(&mut rtcp_buf), if media.is_some() => {
-                let (n, src) = r?;
+                let Ok((n, src)) = r else {
+                    report.ignored += 1;
+                    continue;
+                };
                 let Some(m) = media.as_mut() else { continue };
                 if !m.rtcp_latch.on_packet(src) {
                     report.ignored += 1;
