@@ -408,19 +408,7 @@ async fn a_digit_pressed_by_the_callee_reaches_the_agent() {
     }
     let sipp = Sipp::start("uas_dtmf.xml", &[]);
     let (agent, seen) = counting_agent().await;
-    let report = dialgate::carrier::sip::call::run(
-        sip_call(
-            sipp.addr,
-            trunk(false),
-            Duration::from_secs(20),
-            &format!("ws://{agent}/"),
-            3000,
-        ),
-        "+15551230001",
-        "+15550009999",
-    )
-    .await
-    .unwrap();
+    let report = place(sipp.addr, agent, |cfg| cfg.session.max_duration_ms = 3000).await;
     assert_eq!(report.outcome, Outcome::Completed);
     assert_eq!(
         seen.lock().unwrap().get("dtmf").copied(),
@@ -441,19 +429,7 @@ async fn the_agents_audio_goes_back_as_rtp() {
     let agent = l.local_addr().unwrap();
     tokio::spawn(dialgate::agent::echo::serve(l));
     let t0 = Instant::now();
-    let report = dialgate::carrier::sip::call::run(
-        sip_call(
-            sipp.addr,
-            trunk(false),
-            Duration::from_secs(20),
-            &format!("ws://{agent}/"),
-            3000,
-        ),
-        "+15551230001",
-        "+15550009999",
-    )
-    .await
-    .unwrap();
+    let report = place(sipp.addr, agent, |cfg| cfg.session.max_duration_ms = 3000).await;
     // 3 s of call: the prompt (0.8 s) then the echo of what it hears
     assert!(report.frames_out >= 60, "{report:?}");
     assert!(report.frames_out <= 160, "paced, not a burst: {report:?}");
@@ -766,7 +742,7 @@ impl Drop for Baresip {
 }
 
 /// baresip answers with a personal voicemail greeting that ends in a beep
-/// (a held-out corpus clip, then 2 s of the silence a recorder listens to).
+/// (a held-out corpus clip, then 5 s of the silence a recorder listens to).
 /// With *leave message*, AMD finds the machine, waits for the greeting's
 /// end, reports `machine_end_beep`, and the agent is started in voicemail
 /// mode with the campaign's voicemail script.
@@ -777,7 +753,7 @@ async fn a_voicemail_beep_from_baresip_is_machine_end_beep() {
         return;
     };
     assert_eq!(report.media.map(|m| m.codec), Some(Codec::Pcmu));
-    // RTCP both ways over the 8 s call: our reports went out every 5 s
+    // RTCP both ways over the 11 s call: our reports went out every 5 s
     // (the first at 2.5 s), and baresip's came back and were read
     assert!(report.rtcp_sent >= 1, "{report:?}");
     assert!(report.rtcp.reports >= 1, "{report:?}");
@@ -816,7 +792,9 @@ async fn voicemail_from_baresip(codecs: &str) -> Option<SipCallReport> {
     let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/amd/heldout/personal_vm_beep_0050.wav");
     let (_, mut samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
-    samples.extend(std::iter::repeat_n(0i16, 16_000));
+    // 5 s of silence after the beep: the call outlasts two of baresip's RTCP
+    // intervals, so one of its reports follows our first sender report
+    samples.extend(std::iter::repeat_n(0i16, 40_000));
     let callee = Baresip::start_with("+15551230001", &samples, codecs)?;
     let (agent, seen) = counting_agent().await;
     let report = place(callee.addr, agent, |cfg| {

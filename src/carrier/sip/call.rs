@@ -119,7 +119,6 @@ struct OpusLeg {
     n_frames: usize,
     pcm8: [i16; FRAME_SAMPLES],
     up48: Vec<i16>,
-    packet: Vec<u8>,
 }
 
 impl OpusLeg {
@@ -136,7 +135,6 @@ impl OpusLeg {
             n_frames: 0,
             pcm8: [0; FRAME_SAMPLES],
             up48: vec![0; opus::OPUS_FRAME],
-            packet: vec![0; opus::MAX_PACKET],
         })
     }
 
@@ -155,17 +153,13 @@ impl OpusLeg {
         Ok(self.n_frames)
     }
 
-    /// Encodes one 20 ms μ-law frame; the packet.
-    fn encode(&mut self, ulaw: &[u8]) -> Result<&[u8], String> {
+    /// Encodes one 20 ms μ-law frame into `out`; the packet's length.
+    fn encode(&mut self, ulaw: &[u8], out: &mut [u8]) -> Result<usize, String> {
         g711::ulaw_decode_into(ulaw, &mut self.pcm8);
         self.up
             .process(&self.pcm8, &mut self.up48)
             .map_err(|e| e.to_string())?;
-        let n = self
-            .enc
-            .encode(&self.up48, &mut self.packet)
-            .map_err(|e| e.to_string())?;
-        Ok(&self.packet[..n])
+        self.enc.encode(&self.up48, out).map_err(|e| e.to_string())
     }
 }
 
@@ -186,13 +180,9 @@ impl Media {
             pending_len: 0,
             dtmf: DtmfReceiver::default(),
             arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
-            out: RtpHeader {
-                pt: neg.codec.payload_type(),
-                marker: false,
-                seq: (epoch.elapsed().as_nanos() as u16) | 1,
-                ts: 0,
-                ssrc,
-            },
+            pt: neg.codec.payload_type(),
+            seq: (epoch.elapsed().as_nanos() as u16) | 1,
+            ssrc,
             // RFC 3550 §5.1 asks for a random start; the nanoseconds of
             // the set-up time are as good
             ts0: epoch.elapsed().as_nanos() as u32 ^ 0x0BAD_F00D,
@@ -224,9 +214,11 @@ struct Media {
     pending_len: usize,
     dtmf: DtmfReceiver,
     arrival: JitterEstimator,
-    /// payload type, sequence number and SSRC of what we send (the
+    /// payload type, next sequence number and SSRC of what we send (the
     /// timestamp comes from `timeline`)
-    out: RtpHeader,
+    pt: u8,
+    seq: u16,
+    ssrc: u32,
     /// our RTP timestamp at the answer (random, RFC 3550 §5.1)
     ts0: u32,
     timeline: TxTimeline,
@@ -834,31 +826,29 @@ async fn send_voice(
     let (offset, gap) = m.timeline.take(now);
     let marker = gap || std::mem::take(&mut m.resume);
     let ts = m.ts0.wrapping_add(offset * m.neg.codec.clock_factor());
-    let pt = m.out.pt;
-    let mut alaw = [0u8; FRAME_SAMPLES];
-    let payload: &[u8] = match (m.neg.codec, m.opus.as_mut()) {
+    let pt = m.pt;
+    // the payload in the call's codec: one buffer, on the stack
+    let mut encoded = [0u8; opus::MAX_PACKET];
+    let n = match (m.neg.codec, m.opus.as_mut()) {
         (Codec::Pcma, _) => {
-            for (a, &u) in alaw.iter_mut().zip(ulaw) {
+            for (a, &u) in encoded.iter_mut().zip(ulaw) {
                 *a = g711::alaw_encode(g711::ulaw_decode(u));
             }
-            &alaw
+            FRAME_SAMPLES
         }
-        (Codec::Opus { .. }, Some(leg)) => match leg.encode(ulaw) {
-            Ok(p) => {
-                // copied out: `send_rtp` needs `m` again
-                let n = p.len().min(opus::MAX_PACKET);
-                let mut packet = [0u8; opus::MAX_PACKET];
-                packet[..n].copy_from_slice(&p[..n]);
-                return send_rtp(sock, m, buf, pt, marker, ts, &packet[..n]).await;
-            }
+        (Codec::Opus { .. }, Some(leg)) => match leg.encode(ulaw, &mut encoded) {
+            Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "Opus encode failed: frame skipped");
                 return Ok(false);
             }
         },
-        _ => ulaw,
+        _ => {
+            encoded[..FRAME_SAMPLES].copy_from_slice(ulaw);
+            FRAME_SAMPLES
+        }
     };
-    send_rtp(sock, m, buf, pt, marker, ts, payload).await
+    send_rtp(sock, m, buf, pt, marker, ts, &encoded[..n]).await
 }
 
 /// Sends one RTP packet of the call, unless the far end holds it (then
@@ -878,15 +868,15 @@ async fn send_rtp(
     let h = RtpHeader {
         pt,
         marker,
-        seq: m.out.seq,
+        seq: m.seq,
         ts,
-        ssrc: m.out.ssrc,
+        ssrc: m.ssrc,
     };
     let Some(n) = rtp::write(&h, payload, buf) else {
         return Ok(false);
     };
     sock.send_to(&buf[..n], m.latch.target()).await?;
-    m.out.seq = m.out.seq.wrapping_add(1);
+    m.seq = m.seq.wrapping_add(1);
     m.rtcp.on_sent(ts, payload.len());
     Ok(true)
 }
