@@ -686,6 +686,7 @@ pub(crate) async fn drive(
                     report.ignored += 1;
                     continue;
                 }
+                m.rtcp_latch.follow(&m.latch);
                 let Ok((h, payload)) = rtp::parse(&rtp_in[..n]) else {
                     report.ignored += 1;
                     continue;

@@ -236,10 +236,15 @@ impl Rtcp {
                     let dlsr = u32::from_be_bytes([blk[20], blk[21], blk[22], blk[23]]);
                     if lsr != 0 {
                         let now_mid = (ntp >> 16) as u32;
-                        let rtt = now_mid.wrapping_sub(lsr).wrapping_sub(dlsr);
-                        // a round trip over a minute is a clock or peer error
-                        if rtt < 60 * 65_536 {
-                            self.remote.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
+                        // signed: on a short path the far end's DLSR, kept
+                        // on a coarser clock than ours, can exceed the time
+                        // that really passed, and the round trip comes out a
+                        // little below zero; that is a round trip of ~0
+                        let rtt = now_mid.wrapping_sub(lsr).wrapping_sub(dlsr) as i32;
+                        // beyond 100 ms below zero or a minute above, it is
+                        // a clock or peer error, not a measurement
+                        if (-65_536 / 10..60 * 65_536).contains(&rtt) {
+                            self.remote.rtt_ms = Some(f64::from(rtt.max(0)) * 1000.0 / 65_536.0);
                         }
                     }
                 }
@@ -358,6 +363,19 @@ mod tests {
         let v = ours.remote();
         assert_eq!(v.reports, 1);
         let rtt = v.rtt_ms.unwrap();
+        assert!((rtt - 40.0).abs() < 1.0, "{rtt}");
+
+        // On loopback the report can come back sooner than its DLSR says
+        // (the peer's clock is coarser): a round trip of zero, not none.
+        let early = ntp + (99u64 << 32) / 1000;
+        ours.on_packet(2621, early, &reply[..m]).unwrap();
+        assert_eq!(ours.remote().rtt_ms, Some(0.0));
+        // A report that makes no sense on any clock (120 ms short of its
+        // own DLSR) leaves the last round trip as it was.
+        ours.on_packet(2640, later, &reply[..m]).unwrap();
+        let impossible = ntp - (20u64 << 32) / 1000;
+        ours.on_packet(2641, impossible, &reply[..m]).unwrap();
+        let rtt = ours.remote().rtt_ms.unwrap();
         assert!((rtt - 40.0).abs() < 1.0, "{rtt}");
     }
 

@@ -374,6 +374,17 @@ impl Latch {
         }
         src == self.target
     }
+
+    /// For the RTCP latch: until RTCP itself arrives, send it beside where
+    /// `rtp` latched (its port + 1, RFC 3550 §11). A callee whose SDP names
+    /// an address we cannot reach then still gets our sender reports before
+    /// its own first report; that first report latches as usual.
+    pub fn follow(&mut self, rtp: &Latch) {
+        if !self.latched && rtp.latched {
+            let t = rtp.target;
+            self.target = std::net::SocketAddr::new(t.ip(), t.port().wrapping_add(1));
+        }
+    }
 }
 
 /// RFC 3550 interarrival jitter (§6.4.1, A.8): how much the spacing of
@@ -638,6 +649,25 @@ mod tests {
         assert!(l.on_packet("203.0.113.7:31000".parse().unwrap()));
         assert_eq!(l.target(), "203.0.113.7:31000".parse().unwrap());
         assert!(!l.on_packet("192.168.1.20:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn rtcp_goes_beside_the_latched_rtp_until_rtcp_arrives() {
+        let sdp: std::net::SocketAddr = "192.168.1.20:4000".parse().unwrap();
+        let sip = "203.0.113.7".parse().unwrap();
+        let mut rtp = Latch::new(sdp, sip);
+        let mut rtcp = Latch::new("192.168.1.20:4001".parse().unwrap(), sip);
+        // nothing latched yet: the SDP's address
+        rtcp.follow(&rtp);
+        assert_eq!(rtcp.target(), "192.168.1.20:4001".parse().unwrap());
+        assert!(rtp.on_packet("203.0.113.7:31000".parse().unwrap()));
+        rtcp.follow(&rtp);
+        assert_eq!(rtcp.target(), "203.0.113.7:31001".parse().unwrap());
+        // the callee's own RTCP decides where it goes from then on
+        assert!(rtcp.on_packet("203.0.113.7:31007".parse().unwrap()));
+        rtcp.follow(&rtp);
+        assert_eq!(rtcp.target(), "203.0.113.7:31007".parse().unwrap());
+        assert!(!rtcp.on_packet("192.168.1.20:4001".parse().unwrap()));
     }
 
     #[test]
