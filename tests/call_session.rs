@@ -445,3 +445,39 @@ fn dtmf_transcripts_and_every_ending() {
     assert!(hung_up);
     assert!(reason.unwrap().contains("connection reset"));
 }
+
+/// The call ends (here at its maximum duration) while the detector is still
+/// listening to a long first sentence: the detector settles on what it heard,
+/// so the call still says who answered, and nothing else happens on account
+/// of that late decision (no agent is connected to a call that is over).
+#[test]
+fn a_call_that_ends_before_amd_decides_still_reports_who_answered() {
+    let (row, frames) = clip("long_sentence", |r| r.speech_end_ms > Some(6000));
+    let cfg = SessionConfig {
+        max_duration_ms: 4000,
+        ..SessionConfig::default()
+    };
+    let (mut s, mut log) = play(cfg, &frames[..200], |s, now| s.tick(now));
+    assert!(s.is_ended(), "{}", row.file);
+    drain(&mut s, &mut log, 4000);
+    let decided: Vec<_> = lifecycle(&log)
+        .into_iter()
+        .filter_map(|l| match l {
+            Lifecycle::AmdDecided(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decided.len(), 1, "{}: {decided:?}", row.file);
+    assert_eq!(s.decision(), Some(decided[0]));
+    assert_eq!(decided[0].trigger.as_str(), "end_of_audio");
+    assert!(decided[0].at_ms <= 4000);
+    assert_eq!(s.end_type(), Some(EndType::Timeout));
+    assert!(
+        position(&log, |o| matches!(
+            o,
+            Output::Agent(AgentOut::Connect { .. })
+        ))
+        .is_none(),
+        "no agent for a call that is over"
+    );
+}

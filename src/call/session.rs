@@ -387,6 +387,7 @@ impl CallSession {
         if self.phase == Phase::Ended {
             return;
         }
+        self.settle_amd();
         if hang_up {
             self.out.push_back(Output::Carrier(CarrierOut::Hangup));
         }
@@ -435,6 +436,27 @@ impl CallSession {
         }
         self.tick(now);
         Ok(())
+    }
+
+    /// The call is ending with AMD undecided (a hang-up, the maximum
+    /// duration, a callee who never paused): the detector settles on what it
+    /// heard, so the call still reports who answered. Recorded only: no agent
+    /// is connected and nothing is hung up on account of it.
+    fn settle_amd(&mut self) {
+        let Some(amd) = self.amd.as_mut() else {
+            return;
+        };
+        if self.phase != Phase::Live || amd.is_done() {
+            return;
+        }
+        amd.finish();
+        while let Some(ev) = amd.poll_event() {
+            if let AmdEvent::Decision(d) = ev {
+                self.decision.get_or_insert(d);
+                self.out
+                    .push_back(Output::Lifecycle(Lifecycle::AmdDecided(d)));
+            }
+        }
     }
 
     fn drain_amd(&mut self, now: u64) {
@@ -535,10 +557,7 @@ impl CallSession {
     /// The carrier's stream stopped: the callee hung up (or the carrier
     /// ended the call).
     pub fn handle_carrier_stop(&mut self, now: u64) {
-        if let Some(amd) = self.amd.as_mut() {
-            amd.finish();
-            self.drain_amd(now);
-        }
+        self.settle_amd();
         let end_type = if self.agent == Some(AgentMode::Voicemail)
             || self.decision.is_some_and(|d| d.outcome.is_machine())
         {
