@@ -143,3 +143,101 @@ fn a_hello_at_the_first_sample_then_silence_is_a_person() {
     assert_eq!(c.answered_by, "human", "{c:?}");
     assert!(c.decision_ms <= 2500, "{c:?}");
 }
+
+/// A short greeting whose beep comes after a gap long enough for the fast
+/// human path: the tone sounding keeps that path shut, `machine_start` is
+/// said while the beep sounds and `machine_end_beep` at its end.
+#[test]
+fn a_short_greeting_is_a_machine_as_soon_as_its_beep_sounds() {
+    let rows = common::labels(&common::corpus_dir().join("heldout"));
+    let mut by_beep = 0;
+    for r in rows.iter().filter(|r| r.scenario == "short_greeting_beep") {
+        let c = classify(&r.path).unwrap();
+        let beep_end = r.beep_end_ms.unwrap();
+        assert_eq!(c.answered_by, "machine_start", "{}: {c:?}", r.file);
+        assert_eq!(
+            c.machine_end.as_deref(),
+            Some("machine_end_beep"),
+            "{}: {c:?}",
+            r.file
+        );
+        let end = c.machine_end_ms.unwrap();
+        assert!(
+            end >= beep_end && end <= beep_end + 150,
+            "{}: {c:?}",
+            r.file
+        );
+        if c.timeline[0].trigger == "beep" {
+            by_beep += 1;
+            assert!(c.decision_ms < beep_end, "{}: {c:?}", r.file);
+        }
+    }
+    assert!(
+        by_beep >= 2,
+        "{by_beep} greetings called machine on their beep"
+    );
+}
+
+/// Unsure at `max_wait_ms` (5 s) with the callee still talking, the
+/// fallback waits for a pause: a person's long first sentence is not cut
+/// into (human, after they stop), and a carrier's long announcement is
+/// heard out to its beep (machine).
+#[test]
+fn the_fallback_waits_for_the_callee_to_pause() {
+    let rows = common::labels(&common::corpus_dir().join("heldout"));
+    let mut deferred = 0;
+    for r in rows.iter().filter(|r| r.scenario == "long_sentence") {
+        let c = classify(&r.path).unwrap();
+        if c.answered_by == "human" {
+            let end = r.speech_end_ms.unwrap();
+            assert!(
+                end > 5000,
+                "{}: the scenario's sentence outlasts max_wait",
+                r.file
+            );
+            assert!(
+                c.decision_ms > end,
+                "{}: interrupted at {} ms: {c:?}",
+                r.file,
+                c.decision_ms
+            );
+            deferred += 1;
+        }
+    }
+    assert!(deferred >= 2, "{deferred} long sentences heard out");
+    let (mut carriers, mut cut_short) = (0, 0);
+    for r in rows
+        .iter()
+        .filter(|r| r.scenario == "carrier_vm" && r.greeting_end_ms > Some(8000))
+    {
+        let c = classify(&r.path).unwrap();
+        assert_eq!(
+            c.machine_end.as_deref(),
+            Some("machine_end_beep"),
+            "{}: {c:?}",
+            r.file
+        );
+        assert!(c.decision_ms < r.beep_end_ms.unwrap(), "{}: {c:?}", r.file);
+        carriers += 1;
+        // Without the deferral the same clip is a person at max_wait.
+        let eager = classify_file(
+            &r.path,
+            AmdConfig {
+                max_defer_ms: 0,
+                ..AmdConfig::default()
+            },
+            None,
+            60_000,
+        )
+        .unwrap();
+        if eager.answered_by == "human" {
+            assert_eq!(eager.decision_ms, 5000, "{}: {eager:?}", r.file);
+            cut_short += 1;
+        }
+    }
+    assert!(carriers >= 3, "{carriers} long carrier greetings");
+    assert!(
+        cut_short >= 2,
+        "{cut_short} of {carriers} were people without the deferral"
+    );
+}

@@ -173,28 +173,48 @@ fn verdicts_and_failures() {
     assert!(matches!(r, Err(LlmError::Transport(_))), "{r:?}");
 }
 
-/// A held-out voicemail the detector is unsure about at the deadline.
-fn ambiguous_clip() -> std::path::PathBuf {
+/// A held-out voicemail the detector is unsure about at the deadline and
+/// stays unsure about for the whole budget: driven here through the core
+/// itself, with a verifier that never answers, its first decision is the
+/// detector's own `llm_failed` at the end of the budget.
+fn ambiguous_clip(cfg: AmdConfig) -> std::path::PathBuf {
+    use dialgate::detect::amd::{Amd, AmdEvent, Trigger};
     let dir = common::corpus_dir().join("heldout");
     for row in common::labels(&dir) {
         if row.label != "machine" {
             continue;
         }
-        let c = classify_file(&row.path, AmdConfig::default(), None, 60_000).unwrap();
-        if c.timeline[0].trigger == "fallback" {
+        let mut reader = dialgate::audio::wav::WavReader::open(&row.path).unwrap();
+        let mut amd = Amd::new(cfg).unwrap();
+        let mut asked = None;
+        let first = loop {
+            let Some(frame) = reader.next_frame().unwrap() else {
+                break None;
+            };
+            amd.push_frame(&frame).unwrap();
+            match amd.poll_event() {
+                Some(AmdEvent::Verify { deadline_ms, .. }) => asked = Some(deadline_ms),
+                Some(AmdEvent::Decision(d)) => break Some(d),
+                None => {}
+            }
+        };
+        if let (Some(deadline), Some(d)) = (asked, first)
+            && d.trigger == Trigger::LlmFailed
+            && d.at_ms == deadline
+        {
             return row.path;
         }
     }
-    panic!("no held-out clip reaches the fallback");
+    panic!("no held-out voicemail leaves the detector unsure for the whole budget");
 }
 
 #[test]
 fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
-    let clip = ambiguous_clip();
     let cfg = AmdConfig {
         llm_budget_ms: Some(1500),
         ..AmdConfig::default()
     };
+    let clip = ambiguous_clip(cfg);
     let (url, calls) = serve(Mode::Machine);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
     let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();

@@ -13,14 +13,14 @@
 //! |---|---|---|
 //! | SIT triple | `sit` | `tone` |
 //! | fax CED, or CNG before any speech | `fax` | `tone` |
-//! | a beep after speech | `machine_start` then `machine_end_beep` | `beep` |
-//! | speech of ≤ 4.5 s then silence (450 ms after < 1 s of speech, 750 ms after more), model p < 0.35 | `human` | `short_utterance` |
+//! | a beep after speech (once it has sounded 120 ms, then at its end) | `machine_start` then `machine_end_beep` | `beep` |
+//! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 750 ms after more), model p < 0.35 | `human` | `short_utterance` |
 //! | model p ≥ 0.85 after ≥ 1.5 s of speech | `machine_start` | `model` |
-//! | ≥ 5.5 s of continuous speech | `machine_start` | `long_speech` |
+//! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
 //! | no speech for 5 s | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
-//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s), then the fallback | `llm` / `fallback` |
+//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s), then the fallback at the callee's first 750 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` |
 //!
 //! After `machine_start` it listens for the end of the greeting: a beep
 //! (`machine_end_beep`), 1.8 s of silence with no tone sounding
@@ -256,8 +256,15 @@ pub struct AmdConfig {
     /// After `machine_start`, give up looking for the end after this long.
     pub max_greeting_ms: u64,
     /// Unsure at the initial check delay (and no LLM): keep listening while
-    /// the evidence comes in, up to this media time; then the fallback.
+    /// the evidence comes in, up to this media time; then the fallback, at
+    /// the callee's next pause.
     pub max_wait_ms: u64,
+    /// How long past [`max_wait_ms`](Self::max_wait_ms) the fallback waits
+    /// for that pause. A person still talking at the fallback is not
+    /// interrupted (the agent would talk over them), and a recording still
+    /// talking usually ends in a beep that settles it; a callee who never
+    /// pauses gets the fallback at `max_wait_ms + max_defer_ms`.
+    pub max_defer_ms: u64,
     /// LLM verification: `Some(budget_ms)` to ask when unsure.
     pub llm_budget_ms: Option<u64>,
     /// What to decide when unsure and the LLM is off or failed.
@@ -283,6 +290,7 @@ impl Default for AmdConfig {
             end_silence_ms: 1800,
             max_greeting_ms: 30_000,
             max_wait_ms: 5000,
+            max_defer_ms: 10_000,
             llm_budget_ms: None,
             fallback: Fallback::Human,
         }
@@ -424,6 +432,15 @@ impl Amd {
             self.on_tone(tone);
         }
         self.tones = tones;
+        if matches!(self.state, State::Listening | State::Verifying { .. })
+            && self.frontend.features().has_speech()
+            && self.frontend.tones().tone_in_progress().is_some()
+        {
+            // A beep-like tone has sounded for the shortest beep's length
+            // right after speech: the greeting has ended. Say so now; its
+            // end (what a message waits for) follows as `machine_end_beep`.
+            self.decide(AmdOutcome::MachineStart, Trigger::Beep, None);
+        }
         if out.chunk && self.state != State::Done {
             self.on_chunk()?;
         }
@@ -500,17 +517,30 @@ impl Amd {
                 } else {
                     self.cfg.short_hello_silence_ms
                 };
+                // A single tone sounding is not a person waiting for an
+                // answer: it is most often a greeting's beep, which the tone
+                // bank reports when it ends. No human decision while one lasts.
+                let waiting = self.in_pause(0);
                 let short_hello = f.segments() == 1
                     && speech <= self.cfg.short_hello_ms
-                    && !f.in_speech()
+                    && waiting
                     && f.current_silence_ms() >= hello_silence;
                 let short_then_silent = f.first_utterance_end().is_some()
                     && speech <= self.cfg.human_max_utterance_ms
-                    && !f.in_speech()
+                    && waiting
                     && f.current_silence_ms() >= needed_silence
                     && p < self.cfg.human_threshold;
+                // Past max_wait the fallback is only waiting for a pause; by
+                // then the model and the length of speech have had their say
+                // (a person telling a long story is still a person), and
+                // only a beep may still call a machine.
+                let deferring = self.state == State::Listening
+                    && self.deadline_passed
+                    && t >= self.cfg.max_wait_ms;
                 if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
+                } else if deferring {
+                    self.fallback_at_pause(t);
                 } else if p >= self.cfg.machine_threshold
                     && f.speech_ms() >= self.cfg.min_machine_speech_ms
                 {
@@ -536,10 +566,7 @@ impl Amd {
         if p >= self.cfg.machine_threshold {
             // Confident, if on little speech (music or a tone came first).
             self.decide(AmdOutcome::MachineStart, Trigger::Deadline, None);
-        } else if first
-            && p <= self.cfg.deadline_human_threshold
-            && !self.frontend.features().in_speech()
-        {
+        } else if first && p <= self.cfg.deadline_human_threshold && self.in_pause(0) {
             // Only at the deadline itself (later, a momentary dip in p during
             // a greeting must not call it a person), and only in a pause: a
             // caller still talking is decided when they stop.
@@ -558,9 +585,28 @@ impl Amd {
                 p_model: p,
             };
         } else if t >= self.cfg.max_wait_ms {
-            self.fallback(Trigger::Fallback);
+            self.fallback_at_pause(t);
         }
         // else: unsure; keep listening, the other rules still apply
+    }
+
+    /// Past `max_wait_ms`, unsure: the fallback, at the callee's first pause
+    /// long enough to take a turn in (or when the deferral runs out).
+    fn fallback_at_pause(&mut self, t: u64) {
+        if self.in_pause(self.cfg.human_silence_long_ms)
+            || t >= self.cfg.max_wait_ms.saturating_add(self.cfg.max_defer_ms)
+        {
+            self.fallback(Trigger::Fallback);
+        }
+    }
+
+    /// True when the callee has been silent for at least `min_ms`, with no
+    /// tone sounding: a pause in which a decision interrupts nobody.
+    fn in_pause(&self, min_ms: u64) -> bool {
+        let f = self.frontend.features();
+        !f.in_speech()
+            && f.current_silence_ms() >= min_ms
+            && self.frontend.tones().tone_in_progress().is_none()
     }
 
     /// Hands back the LLM verifier's answer. Its p(machine) is combined with

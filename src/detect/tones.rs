@@ -261,9 +261,18 @@ impl ToneBank {
     }
 
     /// If a beep-like tone is sounding now and has lasted at least the
-    /// minimum beep length: its start and frequency.
+    /// minimum beep length, or has just ended and is not reported yet (its
+    /// end is held 40 ms in case a lost frame split it, and a 900–1000 Hz
+    /// tone 40 ms more in case SIT follows): its start and frequency. The
+    /// policy takes no "the line went quiet" decision while this is `Some`.
     pub fn tone_in_progress(&self) -> Option<(u64, f32)> {
-        let run = self.run.as_ref()?;
+        if let Some(beep) = &self.pending_beep {
+            return Some((beep.start_ms, beep.freq_hz));
+        }
+        let run = self
+            .run
+            .as_ref()
+            .or(self.ended.as_ref().map(|(run, _)| run))?;
         let freq = run.freq() as f32;
         ((run.last_ms - run.start_ms) >= self.cfg.beep_min_ms && self.in_beep_band(run.freq()))
             .then_some((run.start_ms, freq))
@@ -767,6 +776,51 @@ mod tests {
         assert!(beeps(&ev).is_empty());
         let ev = run(&beep_at(1100.0, 500, 500, -12.0));
         assert!(matches!(ev[..], [ToneEvent::FaxCng(_)]), "{ev:?}");
+    }
+
+    /// The policy takes no "the line went quiet" decision while a tone is
+    /// in progress, so there must be no frame between the tone sounding and
+    /// its report in which the bank says nothing: not while its end is held
+    /// for a lost frame, nor while a 900–1000 Hz tone waits to rule out SIT.
+    #[test]
+    fn a_beep_is_in_progress_until_it_is_reported() {
+        for freq in [1000.0, 950.0, 440.0] {
+            let x = beep_at(freq, 1000, 400, -15.0);
+            let mut bank = ToneBank::new(ToneConfig::default());
+            let mut reported_at = None;
+            let mut first_in_progress = None;
+            for (i, chunk) in x.chunks(FRAME_SAMPLES).enumerate() {
+                let t = i as u64 * 20;
+                let mut beep = false;
+                bank.push_frame(&AudioFrame::from_pcm(chunk, t), |e| {
+                    beep |= matches!(e, ToneEvent::Beep(_))
+                });
+                if beep {
+                    reported_at = Some(t);
+                    break;
+                }
+                match bank.tone_in_progress() {
+                    Some((start, f)) => {
+                        first_in_progress.get_or_insert(t);
+                        assert!(start.abs_diff(1000) <= 10, "{freq}: start {start}");
+                        assert!((f64::from(f) - freq).abs() < freq * 0.01, "{freq}: {f}");
+                    }
+                    None => assert!(
+                        first_in_progress.is_none(),
+                        "{freq} Hz: nothing in progress at {t} ms, before the beep was reported"
+                    ),
+                }
+            }
+            let reported_at = reported_at.unwrap_or_else(|| panic!("{freq} Hz: no beep"));
+            // in progress from the shortest beep's length on
+            let first = first_in_progress.unwrap();
+            assert!((1100..=1140).contains(&first), "{freq} Hz: from {first} ms");
+            assert!(reported_at >= 1400, "{freq} Hz: reported at {reported_at}");
+            assert!(
+                bank.tone_in_progress().is_none(),
+                "{freq} Hz: still in progress"
+            );
+        }
     }
 
     #[test]
