@@ -1,15 +1,16 @@
-//! `amd bench` on the held-out split: guards the figures measured when the
-//! committed model was trained (see models/amd.md). These are regression
-//! floors, not the targets of issue 3, which are not met yet.
+//! `amd bench` on the two held-out sets: guards the figures measured on
+//! them (see models/amd.md). These are regression floors, not the targets of
+//! issue 3, which are not met: `heldout/` was looked at while the policy was
+//! chosen, and `heldout2/`, generated after it was frozen, gives the lower
+//! and more honest figure.
 
 mod common;
 
 use dialgate::detect::amd::AmdConfig;
-use dialgate::detect::bench::{Detector, bench};
+use dialgate::detect::bench::{Detector, Report, bench};
 
-#[test]
-fn heldout_figures_do_not_regress() {
-    let dir = common::corpus_dir().join("heldout");
+fn bench_dir(name: &str) -> Report {
+    let dir = common::corpus_dir().join(name);
     let r = bench(
         &dir,
         Detector::Dialgate(AmdConfig::default(), None),
@@ -20,7 +21,7 @@ fn heldout_figures_do_not_regress() {
     )
     .unwrap();
     eprintln!(
-        "heldout: accuracy {:.3}, humans as machine {}/{}, machines as human {}/{}, human p50 {:?} ms, machine p50 {:?} ms, beep lag p50 {:?} ms",
+        "{name}: accuracy {:.3}, humans as machine {}/{}, machines as human {}/{}, human p50 {:?} ms, machine p50 {:?} ms, beep lag p50 {:?} ms",
         r.accuracy,
         r.human_as_machine.k,
         r.human_as_machine.n,
@@ -30,15 +31,9 @@ fn heldout_figures_do_not_regress() {
         r.machine_decision_ms.p50,
         r.beep_lag_ms.p50
     );
-    assert_eq!(r.total, 128);
+    // what the issue asks on any set, and holds on both
     assert_eq!(r.silence_as_machine, 0, "silence is never called machine");
     assert_eq!(r.false_beeps, 0);
-    assert!(r.accuracy >= 0.96, "accuracy {}", r.accuracy);
-    assert!(
-        r.human_as_machine.k <= 1,
-        "humans called machine: {}",
-        r.human_as_machine.k
-    );
     assert!(r.human_decision_ms.p50.unwrap() <= 600.0);
     assert!(r.machine_decision_ms.p50.unwrap() <= 2500.0);
     assert!(r.beep_lag_ms.p50.unwrap() <= 150.0);
@@ -51,4 +46,29 @@ fn heldout_figures_do_not_regress() {
             "{class}: {row:?}"
         );
     }
+    r
+}
+
+#[test]
+fn heldout_figures_do_not_regress() {
+    let r = bench_dir("heldout");
+    assert_eq!(r.total, 128);
+    assert!(r.accuracy >= 0.96, "accuracy {}", r.accuracy);
+    assert!(
+        r.human_as_machine.k <= 1,
+        "humans called machine: {}",
+        r.human_as_machine.k
+    );
+}
+
+#[test]
+fn second_heldout_figures_do_not_regress() {
+    let r = bench_dir("heldout2");
+    assert_eq!(r.total, 149);
+    assert!(r.accuracy >= 0.91, "accuracy {}", r.accuracy);
+    assert!(
+        r.human_as_machine.k <= 4,
+        "humans called machine: {}",
+        r.human_as_machine.k
+    );
 }
