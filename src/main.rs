@@ -729,13 +729,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if per_file && let Some(files) = &report.files {
                     println!("\nper file");
                     for f in files {
+                        // the trigger and p(machine) say why: what a user
+                        // reading the misses on their own recordings needs
+                        let first = f.result.timeline.first();
                         println!(
-                            "  {} {:<40} {:<8} -> {:<14} {:>6} ms  {}",
+                            "  {} {:<40} {:<8} -> {:<14} {:>6} ms  {:<16} p {:.2}  {}",
                             if f.correct { " " } else { "X" },
                             f.file,
                             f.label,
                             f.result.answered_by,
                             f.result.decision_ms,
+                            first.map_or("", |d| d.trigger.as_str()),
+                            f.result.p_machine,
                             f.result.machine_end.as_deref().unwrap_or("")
                         );
                     }
