@@ -20,7 +20,7 @@
 //! | no speech for 5 s | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
-//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s), then the fallback at the callee's first 750 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` |
+//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 750 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //!
 //! After `machine_start` it listens for the end of the greeting: a beep
 //! (`machine_end_beep`), 1.8 s of silence with no tone sounding
@@ -326,6 +326,9 @@ pub struct Amd {
     now_ms: u64,
     first_speech_seen_ms: Option<u64>,
     deadline_passed: bool,
+    /// Media time the LLM failed or ran out of time; its fallback then
+    /// waits for a pause like the plain one.
+    llm_failed_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Amd {
@@ -356,6 +359,7 @@ impl Amd {
             now_ms: 0,
             first_speech_seen_ms: None,
             deadline_passed: false,
+            llm_failed_at: None,
         })
     }
 
@@ -450,8 +454,7 @@ impl Amd {
         } = self.state
             && self.now_ms >= deadline_ms
         {
-            self.p_machine = p_model;
-            self.fallback(Trigger::LlmFailed);
+            self.llm_failed(p_model);
         }
         Ok(())
     }
@@ -535,8 +538,8 @@ impl Amd {
                 // (a person telling a long story is still a person), and
                 // only a beep may still call a machine.
                 let deferring = self.state == State::Listening
-                    && self.deadline_passed
-                    && t >= self.cfg.max_wait_ms;
+                    && (self.llm_failed_at.is_some()
+                        || (self.deadline_passed && t >= self.cfg.max_wait_ms));
                 if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
                 } else if deferring {
@@ -590,14 +593,28 @@ impl Amd {
         // else: unsure; keep listening, the other rules still apply
     }
 
-    /// Past `max_wait_ms`, unsure: the fallback, at the callee's first pause
-    /// long enough to take a turn in (or when the deferral runs out).
+    /// Past `max_wait_ms` unsure, or the LLM failed: the fallback, at the
+    /// callee's first pause long enough to take a turn in (or when the
+    /// deferral runs out).
     fn fallback_at_pause(&mut self, t: u64) {
+        let (trigger, from) = match self.llm_failed_at {
+            Some(at) => (Trigger::LlmFailed, at),
+            None => (Trigger::Fallback, self.cfg.max_wait_ms),
+        };
         if self.in_pause(self.cfg.human_silence_long_ms)
-            || t >= self.cfg.max_wait_ms.saturating_add(self.cfg.max_defer_ms)
+            || t >= from.saturating_add(self.cfg.max_defer_ms)
         {
-            self.fallback(Trigger::Fallback);
+            self.fallback(trigger);
         }
+    }
+
+    /// The LLM failed or ran out of time: back to listening, with the
+    /// model's p, for the fallback at the next pause (a beep still wins).
+    fn llm_failed(&mut self, p_model: f32) {
+        self.p_machine = p_model;
+        self.state = State::Listening;
+        self.llm_failed_at = Some(self.now_ms);
+        self.fallback_at_pause(self.now_ms);
     }
 
     /// True when the callee has been silent for at least `min_ms`, with no
@@ -625,10 +642,7 @@ impl Amd {
                     self.decide(AmdOutcome::Human, Trigger::Llm, None);
                 }
             }
-            LlmVerdict::Failed => {
-                self.p_machine = p_model;
-                self.fallback(Trigger::LlmFailed);
-            }
+            LlmVerdict::Failed => self.llm_failed(p_model),
         }
     }
 
