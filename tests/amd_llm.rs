@@ -196,8 +196,10 @@ fn ambiguous_clip(cfg: AmdConfig) -> std::path::PathBuf {
                 None => {}
             }
         };
+        // (a human fallback: asked because unsure, not to confirm a machine)
         if let (Some(deadline), Some(d)) = (asked, first)
             && d.trigger == Trigger::LlmFailed
+            && d.outcome == dialgate::detect::amd::AmdOutcome::Human
             && d.at_ms >= deadline
         {
             return row.path;
@@ -284,7 +286,11 @@ fn a_failed_llm_falls_back_at_the_callees_pause() {
         let (Some(deadline), Some(d)) = (deadline, first) else {
             continue;
         };
-        if d.trigger == Trigger::LlmFailed {
+        if d.trigger == Trigger::LlmFailed && d.outcome != AmdOutcome::Human {
+            // asked to confirm a machine: the model's call stands at once
+            assert_eq!(d.outcome, AmdOutcome::MachineStart, "{}: {d:?}", row.file);
+            assert!(d.p_machine >= cfg.machine_threshold, "{}: {d:?}", row.file);
+        } else if d.trigger == Trigger::LlmFailed {
             let f = amd.frontend().features();
             assert!(
                 !f.in_speech() && f.current_silence_ms() >= 750,
@@ -292,7 +298,6 @@ fn a_failed_llm_falls_back_at_the_callees_pause() {
                 row.file,
                 d.at_ms
             );
-            assert_eq!(d.outcome, AmdOutcome::Human, "the default fallback");
             if d.at_ms > deadline {
                 waited += 1;
             }
@@ -306,4 +311,50 @@ fn a_failed_llm_falls_back_at_the_callees_pause() {
         }
     }
     assert!(waited >= 1, "no clip was still talking when the LLM failed");
+}
+
+/// With verification on, a machine the model would call on timing alone is
+/// first confirmed by the LLM (the seed: "confirm it is a voicemail; reduces
+/// false positives"). A "human" answer keeps the person on the line; a
+/// failed LLM leaves the model's call standing.
+#[test]
+fn the_llm_confirms_a_machine_called_on_timing_alone() {
+    let dir = common::corpus_dir().join("heldout");
+    let row = common::labels(&dir)
+        .into_iter()
+        .find(|r| {
+            let c = classify_file(&r.path, AmdConfig::default(), None, 60_000).unwrap();
+            c.timeline[0].trigger == "model"
+        })
+        .expect("a held-out clip the model calls a machine");
+    let cfg = AmdConfig {
+        llm_budget_ms: Some(1500),
+        ..AmdConfig::default()
+    };
+    let alone = classify_file(&row.path, AmdConfig::default(), None, 60_000).unwrap();
+
+    let (url, calls) = serve(Mode::Human);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once");
+    assert!(c.escalated);
+    assert_eq!(c.answered_by, "human", "{}: {c:?}", row.file);
+    assert_eq!(c.timeline[0].trigger, "llm");
+    // asked when the model was about to call it, not later
+    assert!(c.decision_ms >= alone.decision_ms && c.decision_ms <= alone.decision_ms + 1500);
+
+    let (url, _) = serve(Mode::Machine);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    assert_eq!(c.answered_by, "machine_start", "{c:?}");
+    assert_eq!(c.timeline[0].trigger, "llm");
+
+    let (url, _) = serve(Mode::ServerError);
+    let v = BlockingVerifier::new(verifier(url)).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    assert_eq!(
+        c.answered_by, "machine_start",
+        "the model's call stands: {c:?}"
+    );
+    assert_eq!(c.timeline[0].trigger, "llm_failed");
 }

@@ -15,7 +15,7 @@
 //! | fax CED, or CNG before any speech | `fax` | `tone` |
 //! | a beep after speech (once it has sounded 120 ms, then at its end) | `machine_start` then `machine_end_beep` | `beep` |
 //! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 750 ms after more), model p < 0.35 | `human` | `short_utterance` |
-//! | model p ≥ 0.85 after ≥ 1.5 s of speech | `machine_start` | `model` |
+//! | model p ≥ 0.85 after ≥ 1.5 s of speech (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
 //! | no speech for 5 s | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
@@ -547,9 +547,9 @@ impl Amd {
                 } else if p >= self.cfg.machine_threshold
                     && f.speech_ms() >= self.cfg.min_machine_speech_ms
                 {
-                    self.decide(AmdOutcome::MachineStart, Trigger::Model, None);
+                    self.machine_on_timing(Trigger::Model, p);
                 } else if f.current_segment_ms() >= self.cfg.long_speech_ms {
-                    self.decide(AmdOutcome::MachineStart, Trigger::LongSpeech, None);
+                    self.machine_on_timing(Trigger::LongSpeech, p);
                 } else if self.state == State::Listening
                     && t >= self.cfg.initial_check_delay_ms
                     && t >= first_speech + 1500
@@ -568,29 +568,48 @@ impl Amd {
         self.deadline_passed = true;
         if p >= self.cfg.machine_threshold {
             // Confident, if on little speech (music or a tone came first).
-            self.decide(AmdOutcome::MachineStart, Trigger::Deadline, None);
+            self.machine_on_timing(Trigger::Deadline, p);
         } else if first && p <= self.cfg.deadline_human_threshold && self.in_pause(0) {
             // Only at the deadline itself (later, a momentary dip in p during
             // a greeting must not call it a person), and only in a pause: a
             // caller still talking is decided when they stop.
             self.decide(AmdOutcome::Human, Trigger::Deadline, None);
         } else if let Some(budget) = self.cfg.llm_budget_ms {
-            self.escalated = true;
-            let wav = crate::audio::wav::to_wav_bytes(8000, self.frontend.greeting_audio());
-            let deadline_ms = self.now_ms + budget;
-            self.events.push_back(AmdEvent::Verify {
-                wav,
-                deadline_ms,
-                p_machine: p,
-            });
-            self.state = State::Verifying {
-                deadline_ms,
-                p_model: p,
-            };
+            self.escalate(p, budget);
         } else if t >= self.cfg.max_wait_ms {
             self.fallback_at_pause(t);
         }
         // else: unsure; keep listening, the other rules still apply
+    }
+
+    /// A machine on timing alone (the model, or long speech). With LLM
+    /// verification on, the LLM confirms it first: the seed's "confirm it is
+    /// a voicemail", since the costly mistake is a person hung up on, and
+    /// timing alone cannot tell a long first sentence from a greeting. A
+    /// beep needs no confirmation.
+    fn machine_on_timing(&mut self, trigger: Trigger, p: f32) {
+        match (self.state, self.cfg.llm_budget_ms) {
+            // the LLM is already deciding
+            (State::Verifying { .. }, _) => {}
+            (_, Some(budget)) if !self.escalated => self.escalate(p, budget),
+            _ => self.decide(AmdOutcome::MachineStart, trigger, None),
+        }
+    }
+
+    /// Asks the LLM (once per call) about the greeting so far.
+    fn escalate(&mut self, p: f32, budget_ms: u64) {
+        self.escalated = true;
+        let wav = crate::audio::wav::to_wav_bytes(8000, self.frontend.greeting_audio());
+        let deadline_ms = self.now_ms + budget_ms;
+        self.events.push_back(AmdEvent::Verify {
+            wav,
+            deadline_ms,
+            p_machine: p,
+        });
+        self.state = State::Verifying {
+            deadline_ms,
+            p_model: p,
+        };
     }
 
     /// Past `max_wait_ms` unsure, or the LLM failed: the fallback, at the
@@ -608,10 +627,16 @@ impl Amd {
         }
     }
 
-    /// The LLM failed or ran out of time: back to listening, with the
-    /// model's p, for the fallback at the next pause (a beep still wins).
+    /// The LLM failed or ran out of time. Asked to confirm a machine, the
+    /// model's call stands (a failed LLM must not do worse than none).
+    /// Asked because unsure: back to listening, with the model's p, for the
+    /// fallback at the next pause (a beep still wins).
     fn llm_failed(&mut self, p_model: f32) {
         self.p_machine = p_model;
+        if p_model >= self.cfg.machine_threshold {
+            self.decide(AmdOutcome::MachineStart, Trigger::LlmFailed, None);
+            return;
+        }
         self.state = State::Listening;
         self.llm_failed_at = Some(self.now_ms);
         self.fallback_at_pause(self.now_ms);
