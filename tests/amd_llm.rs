@@ -173,33 +173,57 @@ fn verdicts_and_failures() {
     assert!(matches!(r, Err(LlmError::Transport(_))), "{r:?}");
 }
 
+/// One clip through the core itself with an LLM that never answers, up to
+/// its first decision: the detector, when it asked (the answer's deadline),
+/// whether the callee was talking just before that deadline, and the
+/// decision.
+struct Unanswered {
+    amd: dialgate::detect::amd::Amd,
+    asked: Option<u64>,
+    talking_at_deadline: bool,
+    first: Option<dialgate::detect::amd::AmdDecision>,
+}
+
+fn unanswered(path: &std::path::Path, cfg: AmdConfig) -> Unanswered {
+    use dialgate::detect::amd::{Amd, AmdEvent};
+    let mut reader = dialgate::audio::wav::WavReader::open(path).unwrap();
+    let mut amd = Amd::new(cfg).unwrap();
+    let (mut asked, mut talking_at_deadline) = (None, false);
+    let first = loop {
+        let Some(frame) = reader.next_frame().unwrap() else {
+            break None;
+        };
+        amd.push_frame(&frame).unwrap();
+        if asked.is_some_and(|d| frame.end_ms() < d) {
+            talking_at_deadline = amd.frontend().features().in_speech();
+        }
+        match amd.poll_event() {
+            Some(AmdEvent::Verify { deadline_ms, .. }) => asked = Some(deadline_ms),
+            Some(AmdEvent::Decision(d)) => break Some(d),
+            None => {}
+        }
+    };
+    Unanswered {
+        amd,
+        asked,
+        talking_at_deadline,
+        first,
+    }
+}
+
 /// A held-out clip the detector is unsure about at the deadline and stays
-/// unsure about for the whole budget and after it: driven here through the core
-/// itself, with a verifier that never answers, its first decision is the
-/// detector's own `llm_failed` (at the callee's first pause after the
-/// budget ran out).
+/// unsure about for the whole budget and after it: with a verifier that
+/// never answers, its first decision is the detector's own `llm_failed`
+/// human fallback (at the callee's first pause after the budget ran out),
+/// not a machine it asked the LLM to confirm.
 fn ambiguous_clip(cfg: AmdConfig) -> std::path::PathBuf {
-    use dialgate::detect::amd::{Amd, AmdEvent, Trigger};
+    use dialgate::detect::amd::{AmdOutcome, Trigger};
     let dir = common::corpus_dir().join("heldout");
     for row in common::labels(&dir) {
-        let mut reader = dialgate::audio::wav::WavReader::open(&row.path).unwrap();
-        let mut amd = Amd::new(cfg).unwrap();
-        let mut asked = None;
-        let first = loop {
-            let Some(frame) = reader.next_frame().unwrap() else {
-                break None;
-            };
-            amd.push_frame(&frame).unwrap();
-            match amd.poll_event() {
-                Some(AmdEvent::Verify { deadline_ms, .. }) => asked = Some(deadline_ms),
-                Some(AmdEvent::Decision(d)) => break Some(d),
-                None => {}
-            }
-        };
-        // (a human fallback: asked because unsure, not to confirm a machine)
-        if let (Some(deadline), Some(d)) = (asked, first)
+        let u = unanswered(&row.path, cfg);
+        if let (Some(deadline), Some(d)) = (u.asked, u.first)
             && d.trigger == Trigger::LlmFailed
-            && d.outcome == dialgate::detect::amd::AmdOutcome::Human
+            && d.outcome == AmdOutcome::Human
             && d.at_ms >= deadline
         {
             return row.path;
@@ -257,7 +281,7 @@ fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
 /// held-out clip it escalates on.
 #[test]
 fn a_failed_llm_falls_back_at_the_callees_pause() {
-    use dialgate::detect::amd::{Amd, AmdEvent, AmdOutcome, Trigger};
+    use dialgate::detect::amd::{AmdOutcome, Trigger};
     let cfg = AmdConfig {
         llm_budget_ms: Some(1500),
         ..AmdConfig::default()
@@ -265,25 +289,13 @@ fn a_failed_llm_falls_back_at_the_callees_pause() {
     let dir = common::corpus_dir().join("heldout");
     let mut waited = 0;
     for row in common::labels(&dir) {
-        let mut reader = dialgate::audio::wav::WavReader::open(&row.path).unwrap();
-        let mut amd = Amd::new(cfg).unwrap();
-        let mut deadline = None;
-        let mut talking_at_deadline = false;
-        let first = loop {
-            let Some(frame) = reader.next_frame().unwrap() else {
-                break None;
-            };
-            amd.push_frame(&frame).unwrap();
-            if deadline.is_some_and(|d| frame.end_ms() < d) {
-                talking_at_deadline = amd.frontend().features().in_speech();
-            }
-            match amd.poll_event() {
-                Some(AmdEvent::Verify { deadline_ms, .. }) => deadline = Some(deadline_ms),
-                Some(AmdEvent::Decision(d)) => break Some(d),
-                None => {}
-            }
-        };
-        let (Some(deadline), Some(d)) = (deadline, first) else {
+        let Unanswered {
+            amd,
+            asked,
+            talking_at_deadline,
+            first,
+        } = unanswered(&row.path, cfg);
+        let (Some(deadline), Some(d)) = (asked, first) else {
             continue;
         };
         if d.trigger == Trigger::LlmFailed && d.outcome != AmdOutcome::Human {

@@ -309,8 +309,20 @@ pub enum AmdError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Listening,
-    Verifying { deadline_ms: u64, p_model: f32 },
-    AwaitingEnd { since_ms: u64 },
+    Verifying {
+        deadline_ms: u64,
+        p_model: f32,
+    },
+    /// Unsure past `max_wait_ms`, or the LLM failed: the fallback (with
+    /// `trigger`) waits for the callee's pause, at the latest to `until_ms`;
+    /// the human rules and a beep still apply meanwhile.
+    Deferring {
+        trigger: Trigger,
+        until_ms: u64,
+    },
+    AwaitingEnd {
+        since_ms: u64,
+    },
     Done,
 }
 
@@ -326,9 +338,6 @@ pub struct Amd {
     now_ms: u64,
     first_speech_seen_ms: Option<u64>,
     deadline_passed: bool,
-    /// Media time the LLM failed or ran out of time; its fallback then
-    /// waits for a pause like the plain one.
-    llm_failed_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Amd {
@@ -359,7 +368,6 @@ impl Amd {
             now_ms: 0,
             first_speech_seen_ms: None,
             deadline_passed: false,
-            llm_failed_at: None,
         })
     }
 
@@ -436,7 +444,7 @@ impl Amd {
             self.on_tone(tone);
         }
         self.tones = tones;
-        if matches!(self.state, State::Listening | State::Verifying { .. })
+        if self.is_listening()
             && self.frontend.features().has_speech()
             && self.frontend.tones().tone_in_progress().is_some()
         {
@@ -497,7 +505,7 @@ impl Amd {
                     self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None);
                 }
             }
-            State::Listening | State::Verifying { .. } => {
+            State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
                 if !f.has_speech() {
                     if t >= self.cfg.no_speech_timeout_ms {
                         self.decide(AmdOutcome::Unknown, Trigger::Silence, None);
@@ -520,30 +528,23 @@ impl Amd {
                 } else {
                     self.cfg.short_hello_silence_ms
                 };
-                // A single tone sounding is not a person waiting for an
-                // answer: it is most often a greeting's beep, which the tone
-                // bank reports when it ends. No human decision while one lasts.
-                let waiting = self.in_pause(0);
+                // (in_pause: a tone sounding is not a person waiting for an
+                // answer but most often a greeting's beep, reported when it
+                // ends; no human decision while one lasts)
                 let short_hello = f.segments() == 1
                     && speech <= self.cfg.short_hello_ms
-                    && waiting
-                    && f.current_silence_ms() >= hello_silence;
+                    && self.in_pause(hello_silence);
                 let short_then_silent = f.first_utterance_end().is_some()
                     && speech <= self.cfg.human_max_utterance_ms
-                    && waiting
-                    && f.current_silence_ms() >= needed_silence
+                    && self.in_pause(needed_silence)
                     && p < self.cfg.human_threshold;
-                // Past max_wait the fallback is only waiting for a pause; by
-                // then the model and the length of speech have had their say
-                // (a person telling a long story is still a person), and
-                // only a beep may still call a machine.
-                let deferring = self.state == State::Listening
-                    && (self.llm_failed_at.is_some()
-                        || (self.deadline_passed && t >= self.cfg.max_wait_ms));
                 if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
-                } else if deferring {
-                    self.fallback_at_pause(t);
+                } else if let State::Deferring { trigger, until_ms } = self.state {
+                    // By now the model and the length of speech have had
+                    // their say (a person telling a long story is still a
+                    // person); only a beep may still call a machine.
+                    self.fallback_at_pause(trigger, until_ms, t);
                 } else if p >= self.cfg.machine_threshold
                     && f.speech_ms() >= self.cfg.min_machine_speech_ms
                 {
@@ -577,7 +578,8 @@ impl Amd {
         } else if let Some(budget) = self.cfg.llm_budget_ms {
             self.escalate(p, budget);
         } else if t >= self.cfg.max_wait_ms {
-            self.fallback_at_pause(t);
+            let until_ms = self.cfg.max_wait_ms.saturating_add(self.cfg.max_defer_ms);
+            self.defer(Trigger::Fallback, until_ms);
         }
         // else: unsure; keep listening, the other rules still apply
     }
@@ -612,17 +614,16 @@ impl Amd {
         };
     }
 
-    /// Past `max_wait_ms` unsure, or the LLM failed: the fallback, at the
-    /// callee's first pause long enough to take a turn in (or when the
-    /// deferral runs out).
-    fn fallback_at_pause(&mut self, t: u64) {
-        let (trigger, from) = match self.llm_failed_at {
-            Some(at) => (Trigger::LlmFailed, at),
-            None => (Trigger::Fallback, self.cfg.max_wait_ms),
-        };
-        if self.in_pause(self.cfg.human_silence_long_ms)
-            || t >= from.saturating_add(self.cfg.max_defer_ms)
-        {
+    /// Unsure past `max_wait_ms`, or the LLM failed: the fallback is taken
+    /// at the callee's first pause long enough to take a turn in, which may
+    /// be now.
+    fn defer(&mut self, trigger: Trigger, until_ms: u64) {
+        self.state = State::Deferring { trigger, until_ms };
+        self.fallback_at_pause(trigger, until_ms, self.now_ms);
+    }
+
+    fn fallback_at_pause(&mut self, trigger: Trigger, until_ms: u64, t: u64) {
+        if self.in_pause(self.cfg.human_silence_long_ms) || t >= until_ms {
             self.fallback(trigger);
         }
     }
@@ -637,9 +638,16 @@ impl Amd {
             self.decide(AmdOutcome::MachineStart, Trigger::LlmFailed, None);
             return;
         }
-        self.state = State::Listening;
-        self.llm_failed_at = Some(self.now_ms);
-        self.fallback_at_pause(self.now_ms);
+        let until_ms = self.now_ms.saturating_add(self.cfg.max_defer_ms);
+        self.defer(Trigger::LlmFailed, until_ms);
+    }
+
+    /// Still deciding who answered (not waiting for a greeting's end).
+    fn is_listening(&self) -> bool {
+        matches!(
+            self.state,
+            State::Listening | State::Verifying { .. } | State::Deferring { .. }
+        )
     }
 
     /// True when the callee has been silent for at least `min_ms`, with no
@@ -678,7 +686,7 @@ impl Amd {
             State::AwaitingEnd { .. } => {
                 self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None)
             }
-            State::Listening | State::Verifying { .. } => {
+            State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
                 if !self.frontend.features().has_speech() {
                     self.decide(AmdOutcome::Unknown, Trigger::EndOfAudio, None);
                 } else if self.p_machine >= self.cfg.machine_threshold {
