@@ -14,13 +14,13 @@
 //! | SIT triple | `sit` | `tone` |
 //! | fax CED, or CNG before any speech | `fax` | `tone` |
 //! | a beep after speech (once it has sounded 120 ms, then at its end) | `machine_start` then `machine_end_beep` | `beep` |
-//! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 750 ms after more), model p < 0.35 | `human` | `short_utterance` |
-//! | model p ≥ 0.85 after ≥ 1.5 s of speech (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
+//! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
+//! | model p ≥ 0.85 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
 //! | no speech for 5 s | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
-//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 750 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
+//! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //!
 //! After `machine_start` it listens for the end of the greeting: a beep
 //! (`machine_end_beep`), 1.8 s of silence with no tone sounding
@@ -230,7 +230,12 @@ pub struct AmdConfig {
     /// sentence that long is as likely a greeting's first line, and a person
     /// who said it waits longer for an answer anyway.
     pub long_utterance_ms: u64,
-    /// Silence after a long first utterance that makes it a human.
+    /// Silence after a long first utterance that makes it a human. 1200 ms,
+    /// Twilio's default `MachineDetectionSpeechEndThreshold`: a recorded
+    /// greeting pauses up to about a second between its sentences ("Hi,
+    /// you've got Olivia. … I'm away right now."), and a shorter wait calls
+    /// such a greeting a person in that pause. The human latency median is
+    /// set by short hellos (450 ms), which this does not touch.
     pub human_silence_long_ms: u64,
     /// Longest first utterance the fast human path accepts.
     pub human_max_utterance_ms: u64,
@@ -280,7 +285,7 @@ impl Default for AmdConfig {
             deadline_human_threshold: 0.3,
             human_silence_ms: 450,
             long_utterance_ms: 1000,
-            human_silence_long_ms: 750,
+            human_silence_long_ms: 1200,
             human_max_utterance_ms: 4500,
             short_hello_ms: 1200,
             short_hello_silence_ms: 1000,
@@ -546,7 +551,10 @@ impl Amd {
                     // person); only a beep may still call a machine.
                     self.fallback_at_pause(trigger, until_ms, t);
                 } else if p >= self.cfg.machine_threshold
-                    && f.speech_ms() >= self.cfg.min_machine_speech_ms
+                    // (voiced: while the VAD waits to be sure a pause ended
+                    // the speech, a person's 1.4 s "Hello, who is this?"
+                    // must not pass for 1.5 s of greeting)
+                    && f.voiced_ms() >= self.cfg.min_machine_speech_ms
                 {
                     self.machine_on_timing(Trigger::Model, p);
                 } else if f.current_segment_ms() >= self.cfg.long_speech_ms {

@@ -153,6 +153,18 @@ impl FeatureTracker {
         self.closed_speech_ms + self.current_segment_ms()
     }
 
+    /// Total speech up to the last speech heard: [`speech_ms`](Self::speech_ms)
+    /// less a pause in progress that is still too short to end the segment.
+    /// The segment grows through such a pause (it may be a breath), but the
+    /// speech may also have just ended.
+    pub fn voiced_ms(&self) -> u64 {
+        let pause = self
+            .seg
+            .paused_since()
+            .map_or(0, |from| self.now_ms.saturating_sub(from));
+        self.speech_ms().saturating_sub(pause)
+    }
+
     /// The features at the current time.
     pub fn snapshot(&self) -> FeatureVector {
         let t = self.now_ms;
@@ -260,6 +272,27 @@ mod tests {
         assert!((get(&v, "gap_after_first_ms") - 320.0).abs() <= 64.0);
         assert!(get(&v, "speech_ratio") > 0.8);
         assert!(get(&v, "longest_seg_ms") >= 1900.0);
+    }
+
+    #[test]
+    fn voiced_speech_leaves_out_a_pause_not_yet_ended() {
+        // 1.4 s of speech, then 128 ms of silence: less than the 160 ms the
+        // segmenter needs to end the segment, which still counts it.
+        let f = drive(&[(704, false), (1408, true), (128, false)]);
+        assert!(f.in_speech());
+        assert!(f.speech_ms() >= 1500, "{}", f.speech_ms());
+        assert!(
+            (f.voiced_ms() as i64 - 1408).abs() <= 32,
+            "{}",
+            f.voiced_ms()
+        );
+        // while speaking, the two agree
+        let f = drive(&[(704, false), (1600, true)]);
+        assert_eq!(f.voiced_ms(), f.speech_ms());
+        // once the segment has ended, too
+        let f = drive(&[(704, false), (1408, true), (600, false)]);
+        assert!(!f.in_speech());
+        assert_eq!(f.voiced_ms(), f.speech_ms());
     }
 
     #[test]

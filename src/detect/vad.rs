@@ -305,6 +305,15 @@ impl Segmenter {
         )
     }
 
+    /// When a segment's speech stopped, while it is not yet known whether
+    /// it ended (the pause is shorter than `min_silence_ms`) or will resume.
+    pub fn paused_since(&self) -> Option<u64> {
+        match self.state {
+            SegState::Stopping { silent_from_ms, .. } => Some(silent_from_ms),
+            _ => None,
+        }
+    }
+
     /// Start of the current segment, if inside one.
     pub fn segment_start(&self) -> Option<u64> {
         match self.state {
