@@ -1,15 +1,26 @@
-//! `amd bench` on the two held-out sets: guards the figures measured on
+//! `amd bench` on the three held-out sets: guards the figures measured on
 //! them (see models/amd.md). These are regression floors, not the targets of
-//! issue 3, which are not met: `heldout/` was looked at while the policy was
-//! chosen, and `heldout2/`, generated after it was frozen, gives the lower
-//! and more honest figure.
+//! issue 3, which are not met. `heldout/` and `heldout2/` were looked at
+//! while the policy was chosen; `heldout3/`, generated after it was frozen,
+//! gives the honest figure.
 
 mod common;
 
 use dialgate::detect::amd::AmdConfig;
 use dialgate::detect::bench::{Detector, Report, bench};
 
-fn bench_dir(name: &str, machine_p50_max_ms: f64) -> Report {
+/// The latency medians each set holds (see the third set).
+struct P50 {
+    human_ms: f64,
+    machine_ms: f64,
+}
+
+const BAR: P50 = P50 {
+    human_ms: 600.0,
+    machine_ms: 2500.0,
+};
+
+fn bench_dir(name: &str, p50: P50) -> Report {
     let dir = common::corpus_dir().join(name);
     let r = bench(
         &dir,
@@ -31,12 +42,11 @@ fn bench_dir(name: &str, machine_p50_max_ms: f64) -> Report {
         r.machine_decision_ms.p50,
         r.beep_lag_ms.p50
     );
-    // what the issue asks on any set, and holds on both (machine p50: see
-    // the second set)
+    // what the issue asks on any set
     assert_eq!(r.silence_as_machine, 0, "silence is never called machine");
     assert_eq!(r.false_beeps, 0);
-    assert!(r.human_decision_ms.p50.unwrap() <= 600.0);
-    assert!(r.machine_decision_ms.p50.unwrap() <= machine_p50_max_ms);
+    assert!(r.human_decision_ms.p50.unwrap() <= p50.human_ms);
+    assert!(r.machine_decision_ms.p50.unwrap() <= p50.machine_ms);
     assert!(r.beep_lag_ms.p50.unwrap() <= 150.0);
     // fax and SIT are all recognised
     for class in ["fax", "sit"] {
@@ -52,7 +62,7 @@ fn bench_dir(name: &str, machine_p50_max_ms: f64) -> Report {
 
 #[test]
 fn heldout_figures_do_not_regress() {
-    let r = bench_dir("heldout", 2500.0);
+    let r = bench_dir("heldout", BAR);
     assert_eq!(r.total, 128);
     assert!(r.accuracy >= 0.98, "accuracy {}", r.accuracy);
     assert!(
@@ -68,9 +78,39 @@ fn second_heldout_figures_do_not_regress() {
     // decisions are dense around the median, and waiting out a greeting's
     // pause (human_silence_long_ms) and a pause the VAD has not yet ended
     // (voiced speech) moved three of them past it. See models/amd.md.
-    let r = bench_dir("heldout2", 2600.0);
+    let r = bench_dir(
+        "heldout2",
+        P50 {
+            machine_ms: 2600.0,
+            ..BAR
+        },
+    );
     assert_eq!(r.total, 149);
     assert!(r.accuracy >= 0.95, "accuracy {}", r.accuracy);
+    assert!(
+        r.human_as_machine.k <= 3,
+        "humans called machine: {}",
+        r.human_as_machine.k
+    );
+}
+
+/// `heldout3/` was generated after the policy of 1483823 was frozen; these
+/// are its first figures. Both latency medians miss the issue's bar here:
+/// more of this draw's people said a first sentence of a second or more,
+/// after which the detector waits 1200 ms for a greeting to go on (with the
+/// 750 ms of before, the human median was 800 ms on this set; the median sits
+/// on a cliff between the two waits). See models/amd.md.
+#[test]
+fn third_heldout_figures_do_not_regress() {
+    let r = bench_dir(
+        "heldout3",
+        P50 {
+            human_ms: 850.0,
+            machine_ms: 2800.0,
+        },
+    );
+    assert_eq!(r.total, 153);
+    assert!(r.accuracy >= 0.94, "accuracy {}", r.accuracy);
     assert!(
         r.human_as_machine.k <= 3,
         "humans called machine: {}",
