@@ -44,6 +44,9 @@ pub struct AppConfig {
     pub default_session: SessionConfig,
     /// How often the dialer looks for due attempts.
     pub tick: Duration,
+    /// When the carrier does not place a call (unreachable, "not now"), the
+    /// contact is tried again after this, doubling with each attempt.
+    pub carrier_backoff: Duration,
     /// Event delivery and post-call analysis.
     pub delivery: DeliveryConfig,
 }
@@ -90,6 +93,7 @@ pub async fn start(cfg: AppConfig) -> anyhow::Result<App> {
                 t
             }),
             tick: cfg.tick,
+            carrier_backoff: cfg.carrier_backoff,
         },
     );
     tokio::spawn(engine.clone().run(facts));

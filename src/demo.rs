@@ -131,6 +131,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(100),
+        carrier_backoff: Duration::from_secs(15),
         delivery: Default::default(),
     })
     .await?;

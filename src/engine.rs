@@ -19,7 +19,7 @@ use crate::call::session::SessionConfig;
 use crate::campaign::{CallerNumber, CampaignSpec, CampaignState, phone};
 use tracing::Instrument;
 
-use crate::carrier::twilio::rest::{Dial, TwilioClient, map_status};
+use crate::carrier::twilio::rest::{CreateFailure, Dial, RestError, TwilioClient, map_status};
 use crate::dialer::{Dialer, Verdict, retry_at};
 use crate::store::{CallRow, CallStatus, Patch, Store, StoreError};
 
@@ -35,6 +35,9 @@ pub struct EngineConfig {
     pub sip: Option<SipTrunk>,
     /// How often to look for due attempts.
     pub tick: Duration,
+    /// The first wait before a contact whose call the carrier did not place
+    /// is tried again; it doubles with each attempt (up to 32×).
+    pub carrier_backoff: Duration,
 }
 
 /// How long an attempt for a trunk that is down waits before the dialer
@@ -106,6 +109,25 @@ pub struct Engine {
 
 /// How long the media stream has to report a call's end after the carrier.
 const STREAM_END_GRACE_MS: i64 = 10_000;
+
+/// A contact whose call the carrier did not place (unreachable, "not now")
+/// is queued again (after [`EngineConfig::carrier_backoff`]) while it has had
+/// fewer attempts than this; then the failure stands.
+const UNPLACED_MAX_ATTEMPTS: u32 = 6;
+/// After a create request without a clear answer, when to ask the carrier
+/// whether it placed the call (its list can lag the create by a moment).
+const UNKNOWN_CREATE_CHECKS_MS: [u64; 3] = [2_000, 10_000, 30_000];
+
+/// What asking the carrier about an unacknowledged attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    /// The carrier has the call: this sid, now the attempt's.
+    Adopted(String),
+    /// The carrier has no such call: ended as not dialled, requeued.
+    NotDialled,
+    /// The carrier could not be asked; nothing changed.
+    Unknown,
+}
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -318,11 +340,16 @@ impl Engine {
 
     async fn dial(self: Arc<Self>, call: CallRow, spec: CampaignSpec, number: CallerNumber) {
         let span = tracing::info_span!("dial", call_queue_id = %call.id, to = %phone::redact(&call.to_number));
-        let _g = span.enter();
+        // (instrumented, not entered: an entered span's guard held across
+        // an await would tag other tasks' logs with this call)
         if number.carrier == "sip" {
-            drop(_g);
-            return self.dial_sip(call, spec, number).instrument(span).await;
+            self.dial_sip(call, spec, number).instrument(span).await
+        } else {
+            self.dial_twilio(call, spec, number).instrument(span).await
         }
+    }
+
+    async fn dial_twilio(&self, call: CallRow, spec: CampaignSpec, number: CallerNumber) {
         let Some(client) = self.cfg.carriers.get(&number.carrier) else {
             self.fail(
                 &call,
@@ -365,12 +392,85 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "cannot record the carrier's call id"),
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "carrier refused the call");
-                self.fail(&call, format!("provider_error: {e}"));
-            }
+            Err(e) => self.create_failed(&call, client, e).await,
         }
         self.wake();
+    }
+
+    /// The carrier did not take the call cleanly. What follows depends on
+    /// whether it may have placed it anyway:
+    /// - not placed (no connection, "not now"): the attempt ends as not
+    ///   dialled and the contact is queued again after a back-off, so an
+    ///   outage does not lose it;
+    /// - perhaps placed (the request left, no clear answer came back):
+    ///   dialling again could ring the person twice, and failing the
+    ///   attempt would leave a live call nobody follows. The carrier is
+    ///   asked, as after a crash; its status callbacks may also settle it
+    ///   first;
+    /// - refused: final.
+    async fn create_failed(&self, call: &CallRow, client: &TwilioClient, e: RestError) {
+        match e.create_failure() {
+            CreateFailure::Refused => {
+                tracing::warn!(error = %e, "carrier refused the call");
+                self.fail(call, format!("provider_error: {e}"));
+            }
+            CreateFailure::NotPlaced => {
+                let requeue = (call.attempt < UNPLACED_MAX_ATTEMPTS).then(|| {
+                    let first =
+                        i64::try_from(self.cfg.carrier_backoff.as_millis()).unwrap_or(i64::MAX);
+                    now_ms()
+                        .saturating_add(first.saturating_mul(1 << (call.attempt.max(1) - 1).min(5)))
+                });
+                tracing::warn!(error = %e, requeue_at = ?requeue, "the carrier did not place the call");
+                let p = Patch {
+                    initiation_error: Some(format!("provider_unavailable: {e} (not dialled)")),
+                    ..Patch::default()
+                };
+                if let Err(e) =
+                    self.store
+                        .end_attempt(&call.id, CallStatus::Failed, now_ms(), &p, requeue)
+                {
+                    tracing::error!(error = %e, "cannot record an initiation failure");
+                }
+            }
+            CreateFailure::Unknown => {
+                tracing::warn!(error = %e, "no clear answer from the carrier; asking it whether it placed the call");
+                for wait_ms in UNKNOWN_CREATE_CHECKS_MS {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    let still = self
+                        .store
+                        .call(&call.id)
+                        .map(|c| c.filter(|c| c.status == CallStatus::Processing));
+                    let fresh = match still {
+                        Ok(Some(c)) => c,
+                        // a status callback (or anyone else) settled it
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the attempt");
+                            return;
+                        }
+                    };
+                    match self.settle_unacknowledged(&fresh, client).await {
+                        Ok(Settled::Unknown) => continue,
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot record what the carrier said");
+                            return;
+                        }
+                    }
+                }
+                // Still unknown: never ring twice. The attempt ends without
+                // a retry, and says why (unless a late callback settled it).
+                if !matches!(self.store.call(&call.id), Ok(Some(c)) if c.status == CallStatus::Processing)
+                {
+                    return;
+                }
+                self.fail(
+                    call,
+                    format!("provider_error: the carrier never said whether it placed the call ({e}); not retried"),
+                );
+            }
+        }
     }
 
     /// A call through the SIP trunk. The task that places it also carries
@@ -627,6 +727,56 @@ impl Engine {
         })
     }
 
+    /// An attempt left `processing` whose create request may have reached
+    /// the carrier (a crash, or an answer that never came back): the
+    /// carrier's list of calls to that number from that caller ID says. A
+    /// call created after the claim that no other attempt owns is this
+    /// one's, and is adopted; none means it was never dialled, so the
+    /// attempt ends as such and a fresh one is queued (not a second dial).
+    /// `Unknown` when the carrier cannot be asked: nothing is guessed.
+    async fn settle_unacknowledged(
+        &self,
+        call: &CallRow,
+        client: &TwilioClient,
+    ) -> Result<Settled, StoreError> {
+        let from = call.caller_number.clone().unwrap_or_default();
+        let list = match client.list_calls(&call.to_number, &from).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!(error = %e, call_queue_id = %call.id, "cannot ask the carrier about an attempt");
+                return Ok(Settled::Unknown);
+            }
+        };
+        let now = now_ms();
+        let since = call.processing_started_at.unwrap_or(0) - 5_000;
+        for c in list {
+            let created = c
+                .date_created
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.timestamp_millis())
+                .unwrap_or(0);
+            if created >= since && self.store.call_by_provider_id(&c.sid)?.is_none() {
+                let p = Patch {
+                    provider_call_id: Some(c.sid.clone()),
+                    ..Patch::default()
+                };
+                self.store
+                    .transition(&call.id, CallStatus::Initiated, now, &p)?;
+                tracing::info!(call_queue_id = %call.id, sid = %c.sid, "adopted a call the carrier placed (its answer was lost)");
+                return Ok(Settled::Adopted(c.sid));
+            }
+        }
+        let p = Patch {
+            initiation_error: Some("the carrier has no record of the call (not dialled)".into()),
+            ..Patch::default()
+        };
+        self.store
+            .end_attempt(&call.id, CallStatus::Failed, now, &p, Some(now))?;
+        tracing::info!(call_queue_id = %call.id, "never reached the carrier; requeued as a new attempt");
+        Ok(Settled::NotDialled)
+    }
+
     /// After a crash: every attempt left holding a line is settled with the
     /// carrier's help. One still `processing` may or may not have reached
     /// the carrier: if the carrier has a call to that number from that
@@ -661,53 +811,9 @@ impl Engine {
             };
             let mut sid = call.provider_call_id.clone();
             if call.status == CallStatus::Processing {
-                let from = call.caller_number.clone().unwrap_or_default();
-                match client.list_calls(&call.to_number, &from).await {
-                    Ok(list) => {
-                        let since = call.processing_started_at.unwrap_or(0) - 5_000;
-                        for c in list {
-                            let created = c
-                                .date_created
-                                .as_deref()
-                                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
-                                .map(|d| d.timestamp_millis())
-                                .unwrap_or(0);
-                            if created >= since && self.store.call_by_provider_id(&c.sid)?.is_none()
-                            {
-                                sid = Some(c.sid);
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // Cannot tell: leave it for the next start rather
-                        // than guess either way.
-                        tracing::error!(error = %e, call_queue_id = %call.id, "cannot reconcile with the carrier");
-                        continue;
-                    }
-                }
-                match &sid {
-                    Some(s) => {
-                        let p = Patch {
-                            provider_call_id: Some(s.clone()),
-                            ..Patch::default()
-                        };
-                        self.store
-                            .transition(&call.id, CallStatus::Initiated, now, &p)?;
-                        tracing::info!(call_queue_id = %call.id, sid = %s, "adopted a call placed before the restart");
-                    }
-                    None => {
-                        let p = Patch {
-                            initiation_error: Some(
-                                "interrupted: dialgate stopped before the carrier took the call (not dialled)".into(),
-                            ),
-                            ..Patch::default()
-                        };
-                        self.store
-                            .end_attempt(&call.id, CallStatus::Failed, now, &p, Some(now))?;
-                        tracing::info!(call_queue_id = %call.id, "never reached the carrier; requeued as a new attempt");
-                        continue;
-                    }
+                match self.settle_unacknowledged(&call, client).await? {
+                    Settled::Adopted(s) => sid = Some(s),
+                    Settled::NotDialled | Settled::Unknown => continue,
                 }
             }
             let Some(sid) = sid else { continue };

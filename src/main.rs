@@ -112,6 +112,10 @@ enum Command {
         /// Delivery attempts before an event is dead-lettered.
         #[arg(long, default_value_t = 10)]
         event_max_attempts: u32,
+        /// When the carrier does not place a call (unreachable, 429, 503),
+        /// try the contact again after this, ms (doubling per attempt).
+        #[arg(long, default_value_t = 15_000)]
+        carrier_backoff_ms: u64,
         /// Connect the agent at answer instead of after AMD.
         #[arg(long)]
         agent_immediate: bool,
@@ -771,6 +775,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
             event_backoff_ms,
             event_max_attempts,
+            carrier_backoff_ms,
             agent_immediate,
             leave_message,
         } => {
@@ -867,6 +872,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..SessionConfig::default()
                 },
                 tick: std::time::Duration::from_millis(200),
+                carrier_backoff: std::time::Duration::from_millis(carrier_backoff_ms),
                 delivery: dialgate::events::delivery::DeliveryConfig {
                     base_backoff: std::time::Duration::from_millis(event_backoff_ms.max(1)),
                     max_attempts: event_max_attempts.max(1),

@@ -32,6 +32,7 @@ fn rule(prefix: &str, outcome: &str, ring_ms: u64, wav: Option<&str>) -> sim::Ru
         }),
         ring_ms,
         hangup_after_ms: Some(1000),
+        create_fault: None,
     }
 }
 
@@ -72,6 +73,7 @@ async fn rig(rules: Vec<sim::Rule>) -> Rig {
         sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
+        carrier_backoff: Duration::from_millis(200),
         delivery: Default::default(),
     })
     .await
@@ -129,6 +131,18 @@ impl Rig {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Queues a call to `to`, which must be accepted.
+    async fn queue(&self, cid: &str, to: &str) -> Value {
+        let (s, v) = self
+            .post(
+                "/v1/calls",
+                json!({"campaign_id": cid, "to": to, "variables": {"customer_name": "X"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v
     }
 
     async fn create_campaign(&self, c: Value) -> String {
@@ -312,6 +326,16 @@ async fn csv_reports_bad_rows_and_queues_the_rest() {
     assert_eq!(s, 400);
 }
 
+/// The attempts to `to`, first first.
+fn attempts_to<'a>(calls: &'a [Value], to: &str) -> Vec<&'a Value> {
+    let mut v: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["recipient_number"] == to)
+        .collect();
+    v.sort_by_key(|c| c["attempt"].as_u64());
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_retries_and_declines() {
     let r = rig(vec![
@@ -335,23 +359,10 @@ async fn routing_retries_and_declines() {
         "+96891230001",
         "+12015550151",
     ] {
-        let (s, v) = r
-            .post(
-                "/v1/calls",
-                json!({"campaign_id": cid, "to": to, "variables": {"customer_name": "X"}}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
+        r.queue(&cid, to).await;
     }
     let calls = r.settle(&cid, Duration::from_secs(30)).await;
-    let by_to = |to: &str| -> Vec<&Value> {
-        let mut v: Vec<&Value> = calls
-            .iter()
-            .filter(|c| c["recipient_number"] == to)
-            .collect();
-        v.sort_by_key(|c| c["attempt"].as_u64());
-        v
-    };
+    let by_to = |to: &str| attempts_to(&calls, to);
     // Busy: 1 + 2 retries, each at least the delay after the previous ended.
     let busy = by_to("+12015550121");
     assert_eq!(busy.len(), 3);
@@ -631,4 +642,54 @@ async fn reconcile_adopts_or_requeues_attempts_left_processing() {
     assert_eq!(attempts.len(), 2, "{b:#}");
     assert_eq!(attempts[1]["status"], "queued");
     assert_eq!(r.dials().len(), 1, "reconciliation must not dial");
+}
+
+/// A carrier in trouble at dial time. One number's first create gets a 503
+/// (no call placed); another's first create places the call but its answer
+/// breaks off, so the gateway cannot know whether the person is ringing.
+/// Neither contact is lost and neither is rung twice: the first is tried
+/// again after the back-off, the second is followed through the carrier's
+/// own callbacks, not failed and not dialled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_fault_at_dial_loses_no_contact_and_rings_none_twice() {
+    let mut unavailable = rule("+1201555031", "busy", 100, None);
+    unavailable.create_fault = Some(sim::CreateFault::Unavailable);
+    let mut lost = rule("+1201555032", "busy", 100, None);
+    lost.create_fault = Some(sim::CreateFault::LostAnswer);
+    let r = rig(vec![unavailable, lost]).await;
+    let cid = r
+        .create_campaign(campaign(
+            "ws://127.0.0.1:9/",
+            json!({}),
+            json!({"calls_per_second": 20}),
+        ))
+        .await;
+    for to in ["+12015550311", "+12015550321"] {
+        r.queue(&cid, to).await;
+    }
+    let calls = r.settle(&cid, Duration::from_secs(30)).await;
+    let by_to = |to: &str| attempts_to(&calls, to);
+    let dials = r.dials();
+    let dials_to = |to: &str| dials.iter().filter(|d| d["to"] == to).count();
+
+    // 503: the attempt says it was not dialled, and a second one was.
+    let u = by_to("+12015550311");
+    assert_eq!(u.len(), 2, "{u:#?}");
+    assert_eq!(u[0]["status"], "failed");
+    let why = u[0]["initiation_error"].as_str().unwrap();
+    assert!(
+        why.starts_with("provider_unavailable") && why.contains("not dialled"),
+        "{why}"
+    );
+    assert_eq!(u[1]["retry_of"], u[0]["call_queue_id"]);
+    assert_eq!(u[1]["status"], "busy", "{:#}", u[1]);
+    assert_eq!(dials_to("+12015550311"), 1);
+
+    // Lost answer: one attempt, which follows the call the carrier placed.
+    let l = by_to("+12015550321");
+    assert_eq!(l.len(), 1, "{l:#?}");
+    assert_eq!(l[0]["status"], "busy", "{:#}", l[0]);
+    assert_eq!(dials_to("+12015550321"), 1, "rung twice");
+    let dial = dials.iter().find(|d| d["to"] == "+12015550321").unwrap();
+    assert_eq!(l[0]["provider_call_id"], dial["sid"]);
 }

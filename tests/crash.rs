@@ -216,8 +216,7 @@ async fn kill_9_mid_campaign_loses_nothing_and_dials_nothing_twice() {
     eprintln!(
         "dials before the kill {at_kill}, after {}; reconciliation: {} adopted, {} requeued (never dialled), {} hung up mid-call",
         dials(&dial_log).len() - at_kill,
-        log.matches("adopted a call placed before the restart")
-            .count(),
+        log.matches("adopted a call the carrier placed").count(),
         log.matches("never reached the carrier").count(),
         calls_interrupted(&calls)
     );
@@ -259,7 +258,16 @@ async fn kill_9_mid_campaign_loses_nothing_and_dials_nothing_twice() {
         let never = c["initiation_error"]
             .as_str()
             .is_some_and(|e| e.contains("not dialled"));
-        assert!(dialled != never, "attempt {c:#} dialled={dialled}");
+        if dialled == never {
+            // Rare (seen once in many runs): say everything the processes
+            // logged about this attempt, so the failure explains itself.
+            let id = c["call_queue_id"].as_str().unwrap_or_default();
+            let said: Vec<&str> = log.lines().filter(|l| l.contains(id)).collect();
+            panic!(
+                "attempt {c:#} dialled={dialled}, marked not dialled={never}; the logs about it:\n{}",
+                said.join("\n")
+            );
+        }
     }
 }
 

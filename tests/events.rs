@@ -148,6 +148,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
             wav: Some(heldout.join("hello_silence_0400.wav")),
             ring_ms: 200,
             hangup_after_ms: Some(1000),
+            create_fault: None,
         },
         sim::Rule {
             prefix: "+1201555012".into(),
@@ -155,6 +156,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
             wav: None,
             ring_ms: 100,
             hangup_after_ms: None,
+            create_fault: None,
         },
         sim::Rule {
             prefix: "+1201555013".into(),
@@ -162,6 +164,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
             wav: None,
             ring_ms: 100,
             hangup_after_ms: None,
+            create_fault: None,
         },
         sim::Rule {
             prefix: "+1201555015".into(),
@@ -169,6 +172,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
             wav: None,
             ring_ms: 100,
             hangup_after_ms: None,
+            create_fault: None,
         },
     ];
     let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -205,6 +209,7 @@ async fn rig(llm_url: Option<String>) -> Rig {
         sip_listen: None,
         default_session: Default::default(),
         tick: Duration::from_millis(50),
+        carrier_backoff: Duration::from_millis(200),
         delivery: DeliveryConfig {
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),

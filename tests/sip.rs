@@ -460,6 +460,7 @@ impl Gateway {
             sip: Some(sip),
             default_session: Default::default(),
             tick: Duration::from_millis(50),
+            carrier_backoff: Duration::from_millis(200),
             delivery: Default::default(),
         })
         .await

@@ -64,6 +64,23 @@ pub struct Rule {
     /// waits for the gateway (machines never hang up first).
     #[serde(default)]
     pub hangup_after_ms: Option<u64>,
+    /// A fault in the carrier's answer to the first create request for
+    /// each matching number (later ones are answered normally): the
+    /// transient trouble a dialer must survive without losing the contact
+    /// or ringing it twice.
+    #[serde(default)]
+    pub create_fault: Option<CreateFault>,
+}
+
+/// See [`Rule::create_fault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreateFault {
+    /// 503, and no call placed.
+    Unavailable,
+    /// The call is placed (and rings, with its status callbacks), but the
+    /// answer to the create request breaks off mid-body.
+    LostAnswer,
 }
 
 fn default_ring() -> u64 {
@@ -161,6 +178,8 @@ struct Sim {
     record_dir: Option<PathBuf>,
     http: reqwest::Client,
     seq: std::sync::atomic::AtomicU64,
+    /// Numbers whose first create request has had its fault.
+    faulted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Simulator settings.
@@ -201,6 +220,7 @@ pub fn router(cfg: SimConfig) -> std::io::Result<Router> {
             .build()
             .unwrap_or_default(),
         seq: std::sync::atomic::AtomicU64::new(0),
+        faulted: Mutex::new(std::collections::HashSet::new()),
     });
     Ok(Router::new()
         .route(
@@ -288,7 +308,21 @@ async fn create(
         wav: None,
         ring_ms: 1000,
         hangup_after_ms: None,
+        create_fault: None,
     });
+    let fault = rule.create_fault.filter(|_| {
+        sim.faulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(to.clone())
+    });
+    if fault == Some(CreateFault::Unavailable) {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            20503,
+            "Service Unavailable",
+        );
+    }
     let n = sim.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sid = format!(
         "CA{:032x}",
@@ -328,6 +362,20 @@ async fn create(
         timeout_s,
         rx,
     ));
+    if fault == Some(CreateFault::LostAnswer) {
+        // The call exists; its answer is cut off after a few bytes.
+        let chunks: [Result<&'static [u8], std::io::Error>; 2] = [
+            Ok(b"{\"sid\": "),
+            Err(std::io::Error::other("connection lost")),
+        ];
+        return Response::builder()
+            .status(StatusCode::CREATED)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     (StatusCode::CREATED, Json(body)).into_response()
 }
 

@@ -40,6 +40,37 @@ pub enum RestError {
     Body(String),
 }
 
+/// What a failed create request says about the call it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateFailure {
+    /// Not placed, and asking again later may work: the request never left
+    /// (no connection), or the carrier said "not now" (429, 503).
+    NotPlaced,
+    /// Perhaps placed: the request left and no clear answer came back (a
+    /// time-out, a connection cut mid-answer, a 5xx from a gateway, a body
+    /// that is not a call). The person may be ringing.
+    Unknown,
+    /// Refused, for good (a bad number, a caller ID not allowed, …).
+    Refused,
+}
+
+impl RestError {
+    /// What this error, from a create request, says about the call.
+    pub fn create_failure(&self) -> CreateFailure {
+        match self {
+            Self::Transport { source, .. } if source.is_connect() || source.is_builder() => {
+                CreateFailure::NotPlaced
+            }
+            Self::Transport { .. } | Self::Body(_) => CreateFailure::Unknown,
+            Self::Api {
+                status: 429 | 503, ..
+            } => CreateFailure::NotPlaced,
+            Self::Api { status, .. } if *status >= 500 => CreateFailure::Unknown,
+            Self::Api { .. } => CreateFailure::Refused,
+        }
+    }
+}
+
 /// Account and endpoint.
 #[derive(Debug, Clone)]
 pub struct TwilioConfig {
@@ -286,6 +317,25 @@ mod tests {
         let t = connect_stream_twiml("wss://gw.example/twilio/stream?a=1&b=2", &p);
         assert!(t.contains("url=\"wss://gw.example/twilio/stream?a=1&amp;b=2\""));
         assert!(t.contains("value=\"Tom &amp; &quot;Jerry&quot; &lt;3\""));
+    }
+
+    #[test]
+    fn a_failed_create_says_whether_the_call_may_exist() {
+        let api = |status| RestError::Api {
+            status,
+            code: None,
+            message: String::new(),
+        };
+        assert_eq!(api(503).create_failure(), CreateFailure::NotPlaced);
+        assert_eq!(api(429).create_failure(), CreateFailure::NotPlaced);
+        assert_eq!(api(504).create_failure(), CreateFailure::Unknown);
+        assert_eq!(api(500).create_failure(), CreateFailure::Unknown);
+        assert_eq!(api(400).create_failure(), CreateFailure::Refused);
+        assert_eq!(api(401).create_failure(), CreateFailure::Refused);
+        assert_eq!(
+            RestError::Body("<html>".into()).create_failure(),
+            CreateFailure::Unknown
+        );
     }
 
     #[test]
