@@ -26,8 +26,12 @@ fn events(path: &std::path::Path) -> Vec<ToneEvent> {
 
 #[test]
 fn tone_bank_on_the_corpus() {
-    let rows = common::labels(&common::corpus_dir());
-    assert!(rows.len() >= 400);
+    // train and heldout (the top-level labels), and the later held-out sets
+    let mut rows = common::labels(&common::corpus_dir());
+    for later in ["heldout2", "heldout3"] {
+        rows.extend(common::labels(&common::corpus_dir().join(later)));
+    }
+    assert!(rows.len() >= 700);
     let mut lags = Vec::new();
     let mut failures = Vec::new();
     let mut missed = Vec::new();
@@ -89,9 +93,7 @@ fn tone_bank_on_the_corpus() {
         failures.len(),
         failures.join("\n")
     );
-    // Known limitation: a beep clipped into a square wave is not a pure tone.
-    assert!(
-        missed.len() * 50 <= beep_clips,
-        "more than 2 % of beeps missed"
-    );
+    // (clipped beeps included: the bank reads a clipped frame's frequency
+    // from its zero crossings)
+    assert!(missed.is_empty(), "{} beeps missed", missed.len());
 }

@@ -11,6 +11,12 @@
 //! | an order-4 predictor does not do more than 10× better | a tone in noise gains little from two more coefficients; two tones, speech and music gain a lot |
 //! | the RMS of eight 2.5 ms sub-blocks varies < 1.6× | two close tones (ringback 440+480, busy 480+620, dial tone 350+440 Hz) beat: their envelope falls to zero every few ms, and a predictor of order 2 barely notices pairs under ~250 Hz apart |
 //!
+//! A *clipped* frame (a quarter of its samples at its own peak: a line
+//! driven too hot) is judged differently, because the odd harmonics that
+//! clipping adds defeat both predictor tests: it is a pure tone when its
+//! zero crossings are evenly spaced (within 8 % or one sample) and its
+//! envelope is steady, and the crossings give its frequency.
+//!
 //! The predictor also gives the frequency: `a1 = 2·cos(ω)`. Consecutive pure
 //! frames at a steady frequency (±1.5 %) form a *run*; a run's start and end
 //! are refined to 2.5 ms from the sub-blocks of the frames around it. When a run
@@ -327,12 +333,26 @@ impl ToneBank {
                     hi / lo
                 );
             }
-            pure = res2 < self.cfg.max_residual
-                && res2 < self.cfg.max_order_gain * res4.max(1e-7)
-                && a2 < -0.9
-                && lo > 0.0
-                && hi / lo < self.cfg.max_envelope_ratio
-                && freq > 100.0;
+            let steady = lo > 0.0 && hi / lo < self.cfg.max_envelope_ratio;
+            pure = if is_clipped(pcm) {
+                // A line driven too hot flattens a beep's peaks. The odd
+                // harmonics that grow defeat both predictor tests (order 4
+                // follows a tone and its 3rd harmonic), but the crossings
+                // of zero stay where the tone put them.
+                match zero_crossing_freq(pcm) {
+                    Some(f) => {
+                        freq = f;
+                        steady
+                    }
+                    None => false,
+                }
+            } else {
+                res2 < self.cfg.max_residual
+                    && res2 < self.cfg.max_order_gain * res4.max(1e-7)
+                    && a2 < -0.9
+                    && steady
+                    && freq > 100.0
+            };
         }
         FrameTone {
             pure,
@@ -537,6 +557,58 @@ impl ToneBank {
     }
 }
 
+/// True when at least a quarter of the frame sits at its own peak (within
+/// 0.5 %): hard clipping. An unclipped sine spends about 6 % of its time
+/// that close to its peak.
+fn is_clipped(x: &[i16; FRAME_SAMPLES]) -> bool {
+    let peak = x.iter().map(|&s| i32::from(s).abs()).max().unwrap_or(0);
+    if peak < 1000 {
+        return false;
+    }
+    let near = x
+        .iter()
+        .filter(|&&s| (i32::from(s).abs() - peak).abs() * 200 <= peak)
+        .count();
+    near * 4 >= FRAME_SAMPLES
+}
+
+/// The frequency of a tone from its zero crossings, when they are evenly
+/// spaced (every half-period within 8 % or one sample of the others) and
+/// there are at least five of them; `None` otherwise (two tones, speech,
+/// noise).
+fn zero_crossing_freq(x: &[i16; FRAME_SAMPLES]) -> Option<f64> {
+    let mut first: Option<f64> = None;
+    let mut prev: Option<f64> = None;
+    let (mut shortest, mut longest) = (f64::MAX, 0.0f64);
+    let mut halves = 0u32;
+    for i in 1..FRAME_SAMPLES {
+        let (a, b) = (f64::from(x[i - 1]), f64::from(x[i]));
+        if (a < 0.0) == (b < 0.0) {
+            continue;
+        }
+        // linear interpolation between the two samples
+        let t = (i - 1) as f64 + a / (a - b);
+        if let Some(p) = prev {
+            shortest = shortest.min(t - p);
+            longest = longest.max(t - p);
+            halves += 1;
+        } else {
+            first = Some(t);
+        }
+        prev = Some(t);
+    }
+    if halves < 4 {
+        return None;
+    }
+    let mean = (prev? - first?) / f64::from(halves);
+    // (a sample either side of a crossing may both be clipped, which puts
+    // the interpolated crossing up to half a sample off: allow a sample)
+    if longest - shortest > (0.08 * mean).max(1.0) {
+        return None;
+    }
+    Some(f64::from(SAMPLE_RATE) / (2.0 * mean))
+}
+
 /// Least-squares (covariance method) linear predictor of order `P` over one
 /// frame: returns the residual as a fraction of the predicted samples'
 /// energy, and the coefficients `a` in `x[n] ≈ Σ a[k]·x[n-1-k]`.
@@ -695,6 +767,50 @@ mod tests {
             .map(|&s| crate::audio::g711::ulaw_decode(crate::audio::g711::ulaw_encode(s)))
             .collect();
         assert_eq!(beeps(&run(&x)).len(), 1);
+    }
+
+    /// Hard clipping, as on a line driven too hot: amplify by `gain_db`,
+    /// then cut at `ceiling` of full scale.
+    fn clip(x: &[i16], gain_db: f64, ceiling: f64) -> Vec<i16> {
+        let g = 10f64.powf(gain_db / 20.0);
+        let c = ceiling * 32767.0;
+        x.iter()
+            .map(|&s| (f64::from(s) * g).clamp(-c, c) as i16)
+            .collect()
+    }
+
+    #[test]
+    fn a_clipped_beep_is_found() {
+        // A clipped sine grows odd harmonics, which a 4th-order predictor
+        // follows far better than a 2nd-order one: the order-gain test
+        // alone would take it for two tones.
+        for freq in [440.0, 850.0, 1000.0, 1400.0] {
+            for gain in [6.0, 12.0] {
+                let x = clip(&beep_at(freq, 1000, 400, -8.0), gain, 0.7);
+                let b = beeps(&run(&x));
+                assert_eq!(b.len(), 1, "{freq} Hz +{gain} dB: {b:?}");
+                assert!((f64::from(b[0].freq_hz) - freq).abs() < freq * 0.015);
+                assert!(b[0].end_ms.abs_diff(1400) <= 10, "{b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn clipped_call_progress_tones_dtmf_and_noise_are_not_beeps() {
+        let mut rng = Rng::new(11);
+        let cases: Vec<(&str, Vec<i16>)> = vec![
+            ("ringback", synth::ringback(6_000)),
+            ("busy", synth::busy(5_000)),
+            ("dial tone", synth::tones(&[350.0, 440.0], -16.0, 4000)),
+            ("dtmf", synth::dtmf("0123456789*#ABCD")),
+            ("noise", synth::noise(&mut rng, -20.0, 4000)),
+        ];
+        for (name, x) in cases {
+            for gain in [12.0, 20.0] {
+                let ev = run(&clip(&x, gain, 0.7));
+                assert!(beeps(&ev).is_empty(), "{name} +{gain} dB: {ev:?}");
+            }
+        }
     }
 
     #[test]
