@@ -86,7 +86,7 @@ fn second_heldout_figures_do_not_regress() {
         },
     );
     assert_eq!(r.total, 149);
-    assert!(r.accuracy >= 0.95, "accuracy {}", r.accuracy);
+    assert!(r.accuracy >= 0.96, "accuracy {}", r.accuracy);
     assert!(
         r.human_as_machine.k <= 3,
         "humans called machine: {}",
@@ -95,9 +95,10 @@ fn second_heldout_figures_do_not_regress() {
 }
 
 /// `heldout3/` was generated after the policy of 1483823 was frozen; its
-/// first figures were 94.8 %, and 95.4 % since the tone bank reads clipped
-/// beeps (one carrier greeting there ended in one). Both latency medians miss the bar here:
-/// more of this draw's people said a first sentence of a second or more,
+/// first figures were 94.8 %; 96.1 % since the tone bank reads clipped
+/// beeps and music before a greeting is not dead air. Both latency medians
+/// miss the bar here: more of this draw's people said a first
+/// sentence of a second or more,
 /// after which the detector waits 1200 ms for a greeting to go on (with the
 /// 750 ms of before, the human median was 800 ms on this set; the median sits
 /// on a cliff between the two waits). See models/amd.md.
@@ -111,7 +112,7 @@ fn third_heldout_figures_do_not_regress() {
         },
     );
     assert_eq!(r.total, 153);
-    assert!(r.accuracy >= 0.95, "accuracy {}", r.accuracy);
+    assert!(r.accuracy >= 0.96, "accuracy {}", r.accuracy);
     assert!(
         r.human_as_machine.k <= 3,
         "humans called machine: {}",

@@ -4,6 +4,7 @@ mod common;
 
 use std::io::Write;
 
+use dialgate::audio::synth;
 use dialgate::detect::amd::AmdConfig;
 use dialgate::detect::bench::{BenchError, classify_file};
 
@@ -240,4 +241,52 @@ fn the_fallback_waits_for_the_callee_to_pause() {
         cut_short >= 2,
         "{cut_short} of {carriers} were people without the deferral"
     );
+}
+
+/// "No speech for 5 s" is dead air only on a quiet line: music on hold
+/// still playing is listened to (up to 10 s), so the greeting after it is
+/// heard; a quiet line is still `unknown` at 5 s, and music alone at 10 s.
+#[test]
+fn music_before_a_greeting_is_not_dead_air() {
+    let hello = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/hello.wav"),
+    )
+    .unwrap();
+    let mut reader = dialgate::audio::wav::WavReader::new(&hello[..]).unwrap();
+    let mut speech: Vec<i16> = Vec::new();
+    while let Some(f) = reader.next_frame().unwrap() {
+        speech.extend_from_slice(&f.pcm);
+    }
+    // a held chord that changes every 500 ms: music, not speech, not a beep
+    let mut music = Vec::new();
+    for i in 0..12 {
+        let root = [262.0, 294.0, 330.0, 349.0][i % 4];
+        music.extend(synth::tones(&[root, root * 1.26, root * 1.5], -20.0, 500));
+    }
+    let mut rng = synth::Rng::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, head: &[i16], tail: &[i16]| {
+        let mut pcm = head.to_vec();
+        pcm.extend_from_slice(tail);
+        pcm.resize(pcm.len() + 8000 * 3, 0);
+        let path = dir.path().join(name);
+        std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+        classify(&path).unwrap()
+    };
+
+    let c = run("music_then_hello.wav", &music, &speech);
+    assert_ne!(c.answered_by, "unknown", "{c:?}");
+    assert!(c.decision_ms > 6000, "decided before the speech: {c:?}");
+
+    let quiet = synth::noise(&mut rng, -60.0, 6000);
+    let c = run("quiet_then_hello.wav", &quiet, &speech);
+    assert_eq!(c.answered_by, "unknown", "{c:?}");
+    assert_eq!(c.decision_ms, 5000, "{c:?}");
+
+    let mut long_music = music.clone();
+    long_music.extend_from_slice(&music);
+    let c = run("music_only.wav", &long_music, &[]);
+    assert_eq!(c.answered_by, "unknown", "{c:?}");
+    assert_eq!(c.timeline[0].trigger, "silence", "{c:?}");
+    assert_eq!(c.decision_ms, 10_000, "{c:?}");
 }

@@ -17,7 +17,7 @@
 //! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
 //! | model p ≥ 0.85 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
-//! | no speech for 5 s | `unknown` (never machine) | `silence` |
+//! | no speech for 5 s (10 s while music or tones still sound) | `unknown` (never machine) | `silence` |
 //! | initial check delay reached (and ≥ 1.5 s after speech began), p ≥ 0.85 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
 //! | … p between 0.3 and 0.85 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
@@ -254,8 +254,12 @@ pub struct AmdConfig {
     pub min_machine_speech_ms: u64,
     /// Continuous speech this long is a machine whatever the model says.
     pub long_speech_ms: u64,
-    /// No speech for this long is `unknown`.
+    /// No speech for this long is `unknown`, once the line is quiet…
     pub no_speech_timeout_ms: u64,
+    /// …or at the latest by this media time when something other than
+    /// speech is still sounding (within the last second): music on hold
+    /// before a greeting is not dead air.
+    pub no_speech_max_ms: u64,
     /// After `machine_start`, silence this long ends the greeting.
     pub end_silence_ms: u64,
     /// After `machine_start`, give up looking for the end after this long.
@@ -292,6 +296,7 @@ impl Default for AmdConfig {
             min_machine_speech_ms: 1500,
             long_speech_ms: 5500,
             no_speech_timeout_ms: 5000,
+            no_speech_max_ms: 10_000,
             end_silence_ms: 1800,
             max_greeting_ms: 30_000,
             max_wait_ms: 5000,
@@ -512,7 +517,13 @@ impl Amd {
             }
             State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
                 if !f.has_speech() {
-                    if t >= self.cfg.no_speech_timeout_ms {
+                    let sounding = self
+                        .frontend
+                        .last_sound_ms()
+                        .is_some_and(|s| t.saturating_sub(s) < 1000);
+                    if t >= self.cfg.no_speech_timeout_ms
+                        && (!sounding || t >= self.cfg.no_speech_max_ms)
+                    {
                         self.decide(AmdOutcome::Unknown, Trigger::Silence, None);
                     }
                     return Ok(());

@@ -32,7 +32,12 @@ pub struct Frontend {
     features: FeatureTracker,
     greeting: Box<[i16]>,
     greeting_len: usize,
+    last_sound_ms: Option<u64>,
 }
+
+/// A frame at least this loud is sound (music, tones, speech), not a quiet
+/// line: well above a telephone line's noise floor (-70 to -50 dBFS).
+const SOUND_DBFS: f64 = -45.0;
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +67,7 @@ impl Frontend {
             features: FeatureTracker::new(seg),
             greeting: vec![0; if keep_greeting { GREETING_SAMPLES } else { 0 }].into_boxed_slice(),
             greeting_len: 0,
+            last_sound_ms: None,
         })
     }
 
@@ -73,6 +79,11 @@ impl Frontend {
         mut on_tone: impl FnMut(ToneEvent),
     ) -> Result<FrameOutput, OnnxError> {
         self.tones.push_frame(frame, &mut on_tone);
+        let energy: f64 = frame.pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+        let threshold = 32768.0f64.powi(2) * 10f64.powf(SOUND_DBFS / 10.0);
+        if energy / FRAME_SAMPLES as f64 >= threshold {
+            self.last_sound_ms = Some(frame.end_ms());
+        }
         let mut out = FrameOutput::default();
         let features = &mut self.features;
         self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
@@ -104,6 +115,11 @@ impl Frontend {
     /// The current feature vector.
     pub fn snapshot(&self) -> FeatureVector {
         self.features.snapshot()
+    }
+
+    /// The end of the last frame louder than a quiet line (-45 dBFS).
+    pub fn last_sound_ms(&self) -> Option<u64> {
+        self.last_sound_ms
     }
 
     /// The tone bank (is a beep sounding now?).
