@@ -1,8 +1,8 @@
-//! `amd bench` on the three held-out sets: guards the figures measured on
+//! `amd bench` on the four held-out sets: guards the figures measured on
 //! them (see models/amd.md). These are regression floors, not the targets of
-//! issue 3, which are not met. `heldout/` and `heldout2/` were looked at
-//! while the policy was chosen; `heldout3/`, generated after it was frozen,
-//! gives the honest figure.
+//! issue 3, which are not met. Each set was looked at after its first run;
+//! `heldout4/`, generated after the detector was last frozen, gives the
+//! honest figure.
 
 mod common;
 
@@ -113,6 +113,27 @@ fn third_heldout_figures_do_not_regress() {
     );
     assert_eq!(r.total, 153);
     assert!(r.accuracy >= 0.96, "accuracy {}", r.accuracy);
+    assert!(
+        r.human_as_machine.k <= 3,
+        "humans called machine: {}",
+        r.human_as_machine.k
+    );
+}
+
+/// `heldout4/` was generated after 0023a5b was frozen (heldout3's misses had
+/// led to two fixes); these are its first figures, the ones to believe.
+/// Both latency medians miss the issue's bar here too (660 ms, 2640 ms).
+#[test]
+fn fourth_heldout_figures_do_not_regress() {
+    let r = bench_dir(
+        "heldout4",
+        P50 {
+            human_ms: 700.0,
+            machine_ms: 2700.0,
+        },
+    );
+    assert_eq!(r.total, 153);
+    assert!(r.accuracy >= 0.94, "accuracy {}", r.accuracy);
     assert!(
         r.human_as_machine.k <= 3,
         "humans called machine: {}",

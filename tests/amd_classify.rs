@@ -122,20 +122,26 @@ fn bad_input_gets_a_clear_error_or_a_result() {
     );
 }
 
-/// A person who speaks the instant the call connects ("Hello." from the
-/// first sample, then silence) looks by timing like a recording; the short
-/// hello rule must still call it a person, not hang up on them.
-#[test]
-fn a_hello_at_the_first_sample_then_silence_is_a_person() {
+/// `fixtures/speech/hello.wav` as 8 kHz PCM: a person's "Hello.".
+fn hello_pcm() -> Vec<i16> {
     let hello = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/hello.wav"),
     )
     .unwrap();
     let mut reader = dialgate::audio::wav::WavReader::new(&hello[..]).unwrap();
-    let mut pcm: Vec<i16> = Vec::new();
+    let mut pcm = Vec::new();
     while let Some(f) = reader.next_frame().unwrap() {
         pcm.extend_from_slice(&f.pcm);
     }
+    pcm
+}
+
+/// A person who speaks the instant the call connects ("Hello." from the
+/// first sample, then silence) looks by timing like a recording; the short
+/// hello rule must still call it a person, not hang up on them.
+#[test]
+fn a_hello_at_the_first_sample_then_silence_is_a_person() {
+    let mut pcm = hello_pcm();
     pcm.resize(pcm.len() + 8000 * 4, 0);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("immediate_hello.wav");
@@ -248,15 +254,7 @@ fn the_fallback_waits_for_the_callee_to_pause() {
 /// heard; a quiet line is still `unknown` at 5 s, and music alone at 10 s.
 #[test]
 fn music_before_a_greeting_is_not_dead_air() {
-    let hello = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/hello.wav"),
-    )
-    .unwrap();
-    let mut reader = dialgate::audio::wav::WavReader::new(&hello[..]).unwrap();
-    let mut speech: Vec<i16> = Vec::new();
-    while let Some(f) = reader.next_frame().unwrap() {
-        speech.extend_from_slice(&f.pcm);
-    }
+    let speech = hello_pcm();
     // a held chord that changes every 500 ms: music, not speech, not a beep
     let mut music = Vec::new();
     for i in 0..12 {
