@@ -422,36 +422,22 @@ impl Engine {
                         .saturating_add(first.saturating_mul(1 << (call.attempt.max(1) - 1).min(5)))
                 });
                 tracing::warn!(error = %e, requeue_at = ?requeue, "the carrier did not place the call");
-                let p = Patch {
-                    initiation_error: Some(format!("provider_unavailable: {e} (not dialled)")),
-                    ..Patch::default()
-                };
-                if let Err(e) =
-                    self.store
-                        .end_attempt(&call.id, CallStatus::Failed, now_ms(), &p, requeue)
-                {
-                    tracing::error!(error = %e, "cannot record an initiation failure");
-                }
+                self.fail_then(
+                    call,
+                    format!("provider_unavailable: {e} (not dialled)"),
+                    requeue,
+                );
             }
             CreateFailure::Unknown => {
                 tracing::warn!(error = %e, "no clear answer from the carrier; asking it whether it placed the call");
                 for wait_ms in UNKNOWN_CREATE_CHECKS_MS {
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    let still = self
-                        .store
-                        .call(&call.id)
-                        .map(|c| c.filter(|c| c.status == CallStatus::Processing));
-                    let fresh = match still {
-                        Ok(Some(c)) => c,
-                        // a status callback (or anyone else) settled it
-                        Ok(None) => return,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read the attempt");
-                            return;
-                        }
+                    // (a status callback may have settled it meanwhile)
+                    let Some(fresh) = self.still_processing(&call.id) else {
+                        return;
                     };
                     match self.settle_unacknowledged(&fresh, client).await {
-                        Ok(Settled::Unknown) => continue,
+                        Ok(Settled::Unknown) => {}
                         Ok(_) => return,
                         Err(e) => {
                             tracing::error!(error = %e, "cannot record what the carrier said");
@@ -460,9 +446,8 @@ impl Engine {
                     }
                 }
                 // Still unknown: never ring twice. The attempt ends without
-                // a retry, and says why (unless a late callback settled it).
-                if !matches!(self.store.call(&call.id), Ok(Some(c)) if c.status == CallStatus::Processing)
-                {
+                // a retry, and says why.
+                if self.still_processing(&call.id).is_none() {
                     return;
                 }
                 self.fail(
@@ -538,16 +523,43 @@ impl Engine {
         self.wake();
     }
 
+    /// Ends the attempt as failed, saying why; no retry of its own.
     fn fail(&self, call: &CallRow, why: String) {
+        self.fail_then(call, why, None);
+    }
+
+    /// Ends the attempt as failed, saying why, and queues the contact's
+    /// next attempt at `requeue_at` if given (errors are logged).
+    fn fail_then(&self, call: &CallRow, why: String, requeue_at: Option<i64>) {
+        if let Err(e) = self.end_failed(&call.id, why, now_ms(), requeue_at) {
+            tracing::error!(error = %e, "cannot record an initiation failure");
+        }
+    }
+
+    fn end_failed(
+        &self,
+        id: &str,
+        why: String,
+        now: i64,
+        requeue_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let p = Patch {
             initiation_error: Some(why),
             ..Patch::default()
         };
-        if let Err(e) = self
-            .store
-            .end_attempt(&call.id, CallStatus::Failed, now_ms(), &p, None)
-        {
-            tracing::error!(error = %e, "cannot record an initiation failure");
+        self.store
+            .end_attempt(id, CallStatus::Failed, now, &p, requeue_at)
+            .map(drop)
+    }
+
+    /// The attempt, if it is still `processing` (and can be read).
+    fn still_processing(&self, id: &str) -> Option<CallRow> {
+        match self.store.call(id) {
+            Ok(c) => c.filter(|c| c.status == CallStatus::Processing),
+            Err(e) => {
+                tracing::error!(error = %e, call_queue_id = %id, "cannot read the attempt");
+                None
+            }
         }
     }
 
@@ -767,12 +779,12 @@ impl Engine {
                 return Ok(Settled::Adopted(c.sid));
             }
         }
-        let p = Patch {
-            initiation_error: Some("the carrier has no record of the call (not dialled)".into()),
-            ..Patch::default()
-        };
-        self.store
-            .end_attempt(&call.id, CallStatus::Failed, now, &p, Some(now))?;
+        self.end_failed(
+            &call.id,
+            "the carrier has no record of the call (not dialled)".into(),
+            now,
+            Some(now),
+        )?;
         tracing::info!(call_queue_id = %call.id, "never reached the carrier; requeued as a new attempt");
         Ok(Settled::NotDialled)
     }

@@ -210,6 +210,10 @@ pub enum LlmVerdict {
     Failed,
 }
 
+/// Sound heard this recently (music, tones) means the line is not quiet:
+/// no `unknown` on the no-speech timeout yet.
+const SOUND_HOLD_MS: u64 = 1000;
+
 /// Per-campaign AMD settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AmdConfig {
@@ -517,12 +521,13 @@ impl Amd {
             }
             State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
                 if !f.has_speech() {
-                    let sounding = self
-                        .frontend
-                        .last_sound_ms()
-                        .is_some_and(|s| t.saturating_sub(s) < 1000);
+                    let sounding = || {
+                        self.frontend
+                            .last_sound_ms()
+                            .is_some_and(|s| t.saturating_sub(s) < SOUND_HOLD_MS)
+                    };
                     if t >= self.cfg.no_speech_timeout_ms
-                        && (!sounding || t >= self.cfg.no_speech_max_ms)
+                        && (t >= self.cfg.no_speech_max_ms || !sounding())
                     {
                         self.decide(AmdOutcome::Unknown, Trigger::Silence, None);
                     }

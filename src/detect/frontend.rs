@@ -37,7 +37,7 @@ pub struct Frontend {
 
 /// A frame at least this loud is sound (music, tones, speech), not a quiet
 /// line: well above a telephone line's noise floor (-70 to -50 dBFS).
-const SOUND_DBFS: f64 = -45.0;
+const SOUND_DBFS: f32 = -45.0;
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,9 +79,8 @@ impl Frontend {
         mut on_tone: impl FnMut(ToneEvent),
     ) -> Result<FrameOutput, OnnxError> {
         self.tones.push_frame(frame, &mut on_tone);
-        let energy: f64 = frame.pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-        let threshold = 32768.0f64.powi(2) * 10f64.powf(SOUND_DBFS / 10.0);
-        if energy / FRAME_SAMPLES as f64 >= threshold {
+        // (the tone bank has measured the frame's level already)
+        if self.tones.level_dbfs() >= SOUND_DBFS {
             self.last_sound_ms = Some(frame.end_ms());
         }
         let mut out = FrameOutput::default();

@@ -243,6 +243,8 @@ pub struct ToneBank {
     /// a 900–1000 Hz tone that may be SIT's first tone or a beep; reported
     /// as a beep if no second SIT tone follows at once
     pending_beep: Option<Tone>,
+    /// the last frame's level, dBFS
+    level_dbfs: f32,
 }
 
 impl ToneBank {
@@ -258,6 +260,7 @@ impl ToneBank {
             dtmf: None,
             sit: None,
             pending_beep: None,
+            level_dbfs: -96.0,
         }
     }
 
@@ -282,6 +285,12 @@ impl ToneBank {
         let freq = run.freq() as f32;
         ((run.last_ms - run.start_ms) >= self.cfg.beep_min_ms && self.in_beep_band(run.freq()))
             .then_some((run.start_ms, freq))
+    }
+
+    /// The RMS level of the last frame pushed, dBFS (-96 for digital
+    /// silence).
+    pub fn level_dbfs(&self) -> f32 {
+        self.level_dbfs
     }
 
     /// The beep band, with the same 1 % tolerance frequencies are measured to.
@@ -309,9 +318,22 @@ impl ToneBank {
         } else {
             (20.0 * (rms / 32768.0).log10()) as f32
         };
-        let mut pure = false;
-        let mut freq = 0.0;
-        if level_dbfs >= self.cfg.min_level_dbfs {
+        let (lo, hi) = sub_rms
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        let steady = lo > 0.0 && hi / lo < self.cfg.max_envelope_ratio;
+        let (pure, freq) = if level_dbfs < self.cfg.min_level_dbfs {
+            (false, 0.0)
+        } else if is_clipped(pcm) {
+            // A line driven too hot flattens a beep's peaks. The odd
+            // harmonics that grow defeat both predictor tests (order 4
+            // follows a tone and its 3rd harmonic), but the crossings of
+            // zero stay where the tone put them.
+            match zero_crossing_freq(pcm) {
+                Some(f) => (steady, f),
+                None => (false, 0.0),
+            }
+        } else {
             let mut xf = [0.0f64; FRAME_SAMPLES];
             for (d, &s) in xf.iter_mut().zip(pcm.iter()) {
                 *d = f64::from(s) / 32768.0;
@@ -319,13 +341,11 @@ impl ToneBank {
             let (res2, a) = predictor::<2>(&xf);
             let (res4, _) = predictor::<4>(&xf);
             let (a1, a2) = (a[0], a[1]);
+            let mut freq = 0.0;
             if a2 < 0.0 {
                 let c = (a1 / (2.0 * (-a2).sqrt())).clamp(-1.0, 1.0);
                 freq = c.acos() * f64::from(SAMPLE_RATE) / std::f64::consts::TAU;
             }
-            let (lo, hi) = sub_rms
-                .iter()
-                .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
             #[cfg(test)]
             if std::env::var_os("TONE_DEBUG").is_some() {
                 eprintln!(
@@ -333,27 +353,13 @@ impl ToneBank {
                     hi / lo
                 );
             }
-            let steady = lo > 0.0 && hi / lo < self.cfg.max_envelope_ratio;
-            pure = if is_clipped(pcm) {
-                // A line driven too hot flattens a beep's peaks. The odd
-                // harmonics that grow defeat both predictor tests (order 4
-                // follows a tone and its 3rd harmonic), but the crossings
-                // of zero stay where the tone put them.
-                match zero_crossing_freq(pcm) {
-                    Some(f) => {
-                        freq = f;
-                        steady
-                    }
-                    None => false,
-                }
-            } else {
-                res2 < self.cfg.max_residual
-                    && res2 < self.cfg.max_order_gain * res4.max(1e-7)
-                    && a2 < -0.9
-                    && steady
-                    && freq > 100.0
-            };
-        }
+            let pure = res2 < self.cfg.max_residual
+                && res2 < self.cfg.max_order_gain * res4.max(1e-7)
+                && a2 < -0.9
+                && steady
+                && freq > 100.0;
+            (pure, freq)
+        };
         FrameTone {
             pure,
             freq,
@@ -366,6 +372,7 @@ impl ToneBank {
     /// Processes one frame; calls `out` for each event.
     pub fn push_frame(&mut self, frame: &AudioFrame, mut out: impl FnMut(ToneEvent)) {
         let ft = self.analyse(&frame.pcm);
+        self.level_dbfs = ft.level_dbfs;
         let t0 = frame.media_ms;
         let t1 = frame.end_ms();
 
