@@ -288,3 +288,20 @@ fn music_before_a_greeting_is_not_dead_air() {
     assert_eq!(c.timeline[0].trigger, "silence", "{c:?}");
     assert_eq!(c.decision_ms, 10_000, "{c:?}");
 }
+
+/// People whose first sentence (a business answer, a long sentence) runs on:
+/// by timing alone each looks like a greeting, and the timing-only model
+/// (98ebb12) called each a machine. Their pauses sit on the floor of the
+/// line they answered, which the model now hears.
+#[test]
+fn a_long_first_sentence_from_the_answering_room_is_a_person() {
+    for (set, file) in [
+        ("heldout", "long_sentence_0352.wav"),
+        ("heldout2", "long_sentence_0644.wav"),
+        ("heldout3", "business_answer_1014.wav"),
+        ("heldout4", "business_answer_1641.wav"),
+    ] {
+        let c = classify(&common::corpus_dir().join(set).join(file)).unwrap();
+        assert_eq!(c.answered_by, "human", "{set}/{file}: {c:?}");
+    }
+}

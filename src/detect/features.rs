@@ -1,13 +1,20 @@
 //! AMD features: what the classifier sees, computed incrementally from VAD
-//! segments as audio arrives.
+//! segments and frame levels as audio arrives.
 //!
-//! Timing only: when speech started, how long the first utterance was, how
+//! Mostly timing: when speech started, how long the first utterance was, how
 //! long the silence after it is, how many segments, how much speech. Timing
 //! is what separates a person ("Hello?" then waiting) from a recording (a long
-//! greeting) whoever is speaking. An earlier version also fed levels (speech
-//! and noise dBFS, level variance) and VAD confidence: on voices the model had
-//! not heard they described the voice rather than the situation, and held-out
-//! humans were called machines, so they were dropped.
+//! greeting) whoever is speaking.
+//!
+//! One feature is about sound, and it is relative: how much the noise floor in
+//! the pauses after speech began rose above the floor of the line before
+//! anyone spoke (`floor_rise_db`). A person speaks from the room the call was
+//! answered into, so their pauses sit on the same floor; a voicemail plays a
+//! recording that carries its own room, which starts with the playback.
+//! Absolute levels are deliberately not features: an earlier version fed
+//! speech and noise dBFS, level variance and VAD confidence, and on voices
+//! the model had not heard they described the voice rather than the
+//! situation, so held-out humans were called machines.
 //!
 //! The training script reads these very numbers, dumped by
 //! `dialgate amd features`, so Rust and Python cannot disagree about a
@@ -15,9 +22,10 @@
 //! table the committed model was trained on.
 
 use super::vad::{SegmentEvent, Segmenter, SegmenterConfig, VadChunk};
+use crate::audio::FRAME_SAMPLES;
 
 /// Feature names, in model-input order.
-pub const FEATURE_NAMES: [&str; 12] = [
+pub const FEATURE_NAMES: [&str; 14] = [
     "t_ms",
     "has_speech",
     "first_speech_ms",
@@ -30,6 +38,8 @@ pub const FEATURE_NAMES: [&str; 12] = [
     "longest_seg_ms",
     "current_seg_ms",
     "current_silence_ms",
+    "floor_known",
+    "floor_rise_db",
 ];
 
 /// Number of features.
@@ -50,6 +60,68 @@ pub struct FeatureTracker {
     longest_closed_ms: u64,
     last_end: Option<u64>,
     now_ms: u64,
+    /// Frame levels before the first speech (the line as answered)…
+    pre_levels: LevelHistogram,
+    /// …and in the pauses after it.
+    pause_levels: LevelHistogram,
+    /// The last sample of the previous frame (pre-emphasis state).
+    last_sample: f32,
+}
+
+/// Frame levels in 1 dB bins, for a low percentile without storing frames.
+#[derive(Debug, Clone)]
+struct LevelHistogram {
+    bins: [u16; LEVEL_BINS],
+    n: u32,
+}
+
+/// Bins from [`LEVEL_MIN_DBFS`] to 0 dBFS.
+const LEVEL_BINS: usize = 97;
+const LEVEL_MIN_DBFS: f32 = -96.0;
+/// A frame whose samples all stay within this many steps of zero is digital
+/// silence (a lost packet zero-filled, a muted line): it says nothing about
+/// the room. (Any real noise floor, even -75 dBFS, spans a few dozen steps.)
+const DIGITAL_SILENCE_PEAK: u16 = 2;
+/// Pre-emphasis coefficient of the floor level.
+const PRE_EMPHASIS: f32 = 0.95;
+/// Frames before the first speech that a floor needs: a greeting may start
+/// 80 ms after answer.
+const PRE_FLOOR_MIN_FRAMES: u32 = 3;
+/// Frames of pause that a floor needs: the first frames of a pause are
+/// often the quiet end of a word the VAD no longer calls speech.
+const PAUSE_FLOOR_MIN_FRAMES: u32 = 10;
+
+impl LevelHistogram {
+    const fn new() -> Self {
+        Self {
+            bins: [0; LEVEL_BINS],
+            n: 0,
+        }
+    }
+
+    fn add(&mut self, dbfs: f32) {
+        let bin = ((dbfs - LEVEL_MIN_DBFS).max(0.0) as usize).min(LEVEL_BINS - 1);
+        self.bins[bin] = self.bins[bin].saturating_add(1);
+        self.n += 1;
+    }
+
+    /// The level a tenth of the frames are at or below: the noise floor,
+    /// robust to a stray quiet frame and to the speech that shares a pause's
+    /// first frames.
+    fn floor(&self, min_frames: u32) -> Option<f32> {
+        if self.n < min_frames {
+            return None;
+        }
+        let want = (self.n / 10).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.bins.iter().enumerate() {
+            seen += u32::from(c);
+            if seen >= want {
+                return Some(LEVEL_MIN_DBFS + i as f32);
+            }
+        }
+        None
+    }
 }
 
 impl Default for FeatureTracker {
@@ -71,6 +143,9 @@ impl FeatureTracker {
             longest_closed_ms: 0,
             last_end: None,
             now_ms: 0,
+            pre_levels: LevelHistogram::new(),
+            pause_levels: LevelHistogram::new(),
+            last_sample: 0.0,
         }
     }
 
@@ -104,6 +179,50 @@ impl FeatureTracker {
     /// (after any VAD chunk that frame completed).
     pub fn advance(&mut self, end_ms: u64) {
         self.now_ms = end_ms;
+    }
+
+    /// Records the frame just processed: its level before any speech
+    /// describes the line as answered, in a pause after speech the room the
+    /// speech comes from.
+    ///
+    /// The level is taken after pre-emphasis (a first-order high-pass, about
+    /// -20 dB at 100 Hz, -2.5 dB at 1 kHz): rumble below the voice band
+    /// (handling, wind, an unfiltered line) swings a 20 ms frame's level by
+    /// many dB and would make two stretches of the same room differ.
+    pub fn observe_frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
+        let mut prev = self.last_sample;
+        let mut energy = 0.0f32;
+        let mut peak = 0u16;
+        for &s in pcm {
+            peak = peak.max(s.unsigned_abs());
+            let x = f32::from(s) / 32768.0;
+            let y = x - PRE_EMPHASIS * prev;
+            energy += y * y;
+            prev = x;
+        }
+        self.last_sample = prev;
+        if peak <= DIGITAL_SILENCE_PEAK {
+            // a lost frame zeroed, a muted line: not the room's noise
+            return;
+        }
+        let dbfs = 10.0 * (energy / FRAME_SAMPLES as f32).max(1e-10).log10();
+        if self.first_start.is_none() {
+            self.pre_levels.add(dbfs);
+        } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
+            self.pause_levels.add(dbfs);
+        }
+    }
+
+    /// How much louder the pauses between utterances are than the line was
+    /// before anyone spoke, dB; `None` until both were heard. A person's
+    /// pauses are the same room the call was answered into (about 0 dB); a
+    /// recorded greeting carries the noise of the room it was recorded in,
+    /// which starts with the playback.
+    pub fn floor_rise_db(&self) -> Option<f32> {
+        Some(
+            self.pause_levels.floor(PAUSE_FLOOR_MIN_FRAMES)?
+                - self.pre_levels.floor(PRE_FLOOR_MIN_FRAMES)?,
+        )
     }
 
     /// True while inside a speech segment.
@@ -199,6 +318,8 @@ impl FeatureTracker {
             self.longest_closed_ms.max(current) as f32,
             current as f32,
             self.current_silence_ms() as f32,
+            f32::from(u8::from(self.floor_rise_db().is_some())),
+            self.floor_rise_db().unwrap_or(0.0),
         ]
     }
 }
@@ -293,6 +414,175 @@ mod tests {
         let f = drive(&[(704, false), (1408, true), (600, false)]);
         assert!(!f.in_speech());
         assert_eq!(f.voiced_ms(), f.speech_ms());
+    }
+
+    /// Like [`drive`], with audio: each part of the script is (ms, speech?,
+    /// noise floor dBFS); speech is a loud tone over that floor. `lost`
+    /// zeroes every frame whose index is a multiple of it (0: none).
+    fn drive_audio(script: &[(u64, bool, f32)], lost: usize) -> FeatureTracker {
+        let mut f = FeatureTracker::default();
+        let total: u64 = script.iter().map(|s| s.0).sum();
+        let part_at = |t: u64| {
+            let mut acc = 0;
+            for &(ms, sp, db) in script {
+                if t < acc + ms {
+                    return (sp, db);
+                }
+                acc += ms;
+            }
+            (false, -96.0)
+        };
+        // a fixed LCG: white noise without a dependency
+        let mut seed = 0x2545_f491_u32;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        let (mut next_chunk, mut frame_end, mut index) = (0, 20, 0);
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        while frame_end <= total {
+            let (speech, db) = part_at(frame_end - 10);
+            // uniform noise in [-a, a] has RMS a/sqrt(3)
+            let amp = 10f32.powf(db / 20.0) * 3f32.sqrt() * 32768.0;
+            for (i, s) in pcm.iter_mut().enumerate() {
+                let t = (frame_end - 20) as f32 / 1000.0 + i as f32 / 8000.0;
+                let voice = if speech {
+                    8000.0 * (2.0 * std::f32::consts::PI * 300.0 * t).sin()
+                } else {
+                    0.0
+                };
+                *s = (voice + amp * noise()) as i16;
+            }
+            if lost > 0 && index % lost == 0 {
+                pcm = [0; FRAME_SAMPLES];
+            }
+            while next_chunk + 32 <= frame_end {
+                let prob = if part_at(next_chunk + 16).0 {
+                    0.9
+                } else {
+                    0.05
+                };
+                f.push_chunk(VadChunk {
+                    start_ms: next_chunk,
+                    end_ms: next_chunk + 32,
+                    prob,
+                });
+                next_chunk += 32;
+            }
+            f.advance(frame_end);
+            f.observe_frame(&pcm);
+            frame_end += 20;
+            index += 1;
+        }
+        f
+    }
+
+    #[test]
+    fn a_person_pauses_on_the_floor_the_call_was_answered_into() {
+        let f = drive_audio(
+            &[
+                (600, false, -55.0),
+                (1500, true, -55.0),
+                (800, false, -55.0),
+            ],
+            0,
+        );
+        let rise = f.floor_rise_db().expect("both floors heard");
+        assert!(rise.abs() <= 1.5, "{rise}");
+        let v = f.snapshot();
+        assert_eq!(get(&v, "floor_known"), 1.0);
+        assert_eq!(get(&v, "floor_rise_db"), rise);
+    }
+
+    #[test]
+    fn a_recording_brings_its_own_room() {
+        // the line is quiet until the greeting starts; the greeting's pauses
+        // carry the noise of the room it was recorded in
+        let f = drive_audio(
+            &[
+                (300, false, -70.0),
+                (1200, true, -55.0),
+                (500, false, -55.0),
+                (800, true, -55.0),
+            ],
+            0,
+        );
+        let rise = f.floor_rise_db().expect("both floors heard");
+        assert!((rise - 15.0).abs() <= 2.0, "{rise}");
+    }
+
+    #[test]
+    fn the_floor_is_unknown_until_a_pause_was_heard() {
+        // speech from the start of the call: no floor before it
+        let f = drive_audio(&[(40, false, -55.0), (2000, true, -55.0)], 0);
+        assert_eq!(f.floor_rise_db(), None);
+        let v = f.snapshot();
+        assert_eq!(get(&v, "floor_known"), 0.0);
+        assert_eq!(get(&v, "floor_rise_db"), 0.0);
+        // continuous speech: no pause yet
+        let f = drive_audio(&[(500, false, -55.0), (2500, true, -55.0)], 0);
+        assert_eq!(f.floor_rise_db(), None);
+    }
+
+    #[test]
+    fn lost_frames_are_not_the_floor() {
+        // every fifth frame zero-filled (20 % loss): without the digital
+        // silence check the floors would be the zeroed frames
+        let f = drive_audio(
+            &[
+                (600, false, -55.0),
+                (1500, true, -55.0),
+                (800, false, -45.0),
+            ],
+            5,
+        );
+        let rise = f.floor_rise_db().expect("both floors heard");
+        assert!((rise - 10.0).abs() <= 2.0, "{rise}");
+    }
+
+    #[test]
+    fn rumble_below_the_voice_band_does_not_move_the_floor() {
+        // the same white floor, with a loud 40 Hz hum only in the pause
+        let mut f = FeatureTracker::default();
+        let mut t = 0u64;
+        let mut seed = 7u32;
+        let mut push = |f: &mut FeatureTracker, prob: f32, hum: f32, t: &mut u64| {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            for (i, s) in pcm.iter_mut().enumerate() {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let n = ((seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * 100.0;
+                let x = (*t as f32 / 1000.0) + i as f32 / 8000.0;
+                let h = hum * (2.0 * std::f32::consts::PI * 40.0 * x).sin();
+                let v = if prob > 0.5 {
+                    8000.0 * (2.0 * std::f32::consts::PI * 300.0 * x).sin()
+                } else {
+                    0.0
+                };
+                *s = (n + h + v) as i16;
+            }
+            *t += 20;
+            if *t % 32 < 20 {
+                f.push_chunk(VadChunk {
+                    start_ms: *t - *t % 32 - 32,
+                    end_ms: *t - *t % 32,
+                    prob,
+                });
+            }
+            f.advance(*t);
+            f.observe_frame(&pcm);
+        };
+        for _ in 0..30 {
+            push(&mut f, 0.05, 0.0, &mut t);
+        }
+        for _ in 0..60 {
+            push(&mut f, 0.9, 0.0, &mut t);
+        }
+        for _ in 0..40 {
+            // 40 Hz at -30 dBFS: 25 dB over the white floor, before emphasis
+            push(&mut f, 0.05, 1000.0, &mut t);
+        }
+        let rise = f.floor_rise_db().expect("both floors heard");
+        assert!(rise.abs() <= 3.0, "{rise}");
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl Frontend {
             }
         })?;
         self.features.advance(frame.end_ms());
+        self.features.observe_frame(&frame.pcm);
         if self.greeting_len + FRAME_SAMPLES <= self.greeting.len() {
             self.greeting[self.greeting_len..self.greeting_len + FRAME_SAMPLES]
                 .copy_from_slice(&frame.pcm);
