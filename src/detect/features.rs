@@ -328,40 +328,20 @@ impl FeatureTracker {
 mod tests {
     use super::*;
 
-    /// Feeds 20 ms frames and 32 ms chunks from a script of (ms, speech?).
+    /// Feeds 20 ms frames and 32 ms chunks from a script of (ms, speech?)
+    /// on a quiet line.
     fn drive(script: &[(u64, bool)]) -> FeatureTracker {
-        let mut f = FeatureTracker::default();
-        let total: u64 = script.iter().map(|s| s.0).sum();
-        let speech_at = |t: u64| {
-            let mut acc = 0;
-            for &(ms, sp) in script {
-                if t < acc + ms {
-                    return sp;
-                }
-                acc += ms;
-            }
-            false
-        };
-        let mut next_chunk = 0;
-        let mut frame_end = 20;
-        while frame_end <= total {
-            while next_chunk + 32 <= frame_end {
-                let prob = if speech_at(next_chunk + 16) {
-                    0.9
+        let parts: Vec<Part> = script
+            .iter()
+            .map(|&(ms, speech)| {
+                if speech {
+                    talk(ms, -70.0)
                 } else {
-                    0.05
-                };
-                f.push_chunk(VadChunk {
-                    start_ms: next_chunk,
-                    end_ms: next_chunk + 32,
-                    prob,
-                });
-                next_chunk += 32;
-            }
-            f.advance(frame_end);
-            frame_end += 20;
-        }
-        f
+                    pause(ms, -70.0)
+                }
+            })
+            .collect();
+        drive_audio(&parts, 0)
     }
 
     fn get(v: &FeatureVector, name: &str) -> f32 {
@@ -416,21 +396,50 @@ mod tests {
         assert_eq!(f.voiced_ms(), f.speech_ms());
     }
 
-    /// Like [`drive`], with audio: each part of the script is (ms, speech?,
-    /// noise floor dBFS); speech is a loud tone over that floor. `lost`
-    /// zeroes every frame whose index is a multiple of it (0: none).
-    fn drive_audio(script: &[(u64, bool, f32)], lost: usize) -> FeatureTracker {
+    /// One stretch of a synthetic call: speech (a loud 300 Hz tone) or not,
+    /// over white noise at `noise_dbfs`, plus a 40 Hz hum of `hum` peak
+    /// amplitude (0: none).
+    #[derive(Clone, Copy)]
+    struct Part {
+        ms: u64,
+        speech: bool,
+        noise_dbfs: f32,
+        hum: f32,
+    }
+
+    fn pause(ms: u64, noise_dbfs: f32) -> Part {
+        Part {
+            ms,
+            speech: false,
+            noise_dbfs,
+            hum: 0.0,
+        }
+    }
+
+    fn talk(ms: u64, noise_dbfs: f32) -> Part {
+        Part {
+            ms,
+            speech: true,
+            noise_dbfs,
+            hum: 0.0,
+        }
+    }
+
+    /// Like [`drive`], with audio, and the VAD chunks saying what the script
+    /// says. `lost` zeroes every frame whose index is a multiple of it (0:
+    /// none), as a zero-filled lost packet.
+    fn drive_audio(script: &[Part], lost: usize) -> FeatureTracker {
         let mut f = FeatureTracker::default();
-        let total: u64 = script.iter().map(|s| s.0).sum();
+        let total: u64 = script.iter().map(|p| p.ms).sum();
         let part_at = |t: u64| {
             let mut acc = 0;
-            for &(ms, sp, db) in script {
-                if t < acc + ms {
-                    return (sp, db);
+            for p in script {
+                if t < acc + p.ms {
+                    return *p;
                 }
-                acc += ms;
+                acc += p.ms;
             }
-            (false, -96.0)
+            pause(0, -96.0)
         };
         // a fixed LCG: white noise without a dependency
         let mut seed = 0x2545_f491_u32;
@@ -438,26 +447,28 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
         };
+        let tau = 2.0 * std::f32::consts::PI;
         let (mut next_chunk, mut frame_end, mut index) = (0, 20, 0);
         let mut pcm = [0i16; FRAME_SAMPLES];
         while frame_end <= total {
-            let (speech, db) = part_at(frame_end - 10);
+            let part = part_at(frame_end - 10);
             // uniform noise in [-a, a] has RMS a/sqrt(3)
-            let amp = 10f32.powf(db / 20.0) * 3f32.sqrt() * 32768.0;
+            let amp = 10f32.powf(part.noise_dbfs / 20.0) * 3f32.sqrt() * 32768.0;
             for (i, s) in pcm.iter_mut().enumerate() {
                 let t = (frame_end - 20) as f32 / 1000.0 + i as f32 / 8000.0;
-                let voice = if speech {
-                    8000.0 * (2.0 * std::f32::consts::PI * 300.0 * t).sin()
+                let voice = if part.speech {
+                    8000.0 * (tau * 300.0 * t).sin()
                 } else {
                     0.0
                 };
-                *s = (voice + amp * noise()) as i16;
+                let hum = part.hum * (tau * 40.0 * t).sin();
+                *s = (voice + hum + amp * noise()) as i16;
             }
             if lost > 0 && index % lost == 0 {
                 pcm = [0; FRAME_SAMPLES];
             }
             while next_chunk + 32 <= frame_end {
-                let prob = if part_at(next_chunk + 16).0 {
+                let prob = if part_at(next_chunk + 16).speech {
                     0.9
                 } else {
                     0.05
@@ -477,50 +488,46 @@ mod tests {
         f
     }
 
+    fn rise(script: &[Part], lost: usize) -> f32 {
+        drive_audio(script, lost)
+            .floor_rise_db()
+            .expect("both floors heard")
+    }
+
     #[test]
     fn a_person_pauses_on_the_floor_the_call_was_answered_into() {
-        let f = drive_audio(
-            &[
-                (600, false, -55.0),
-                (1500, true, -55.0),
-                (800, false, -55.0),
-            ],
-            0,
-        );
-        let rise = f.floor_rise_db().expect("both floors heard");
-        assert!(rise.abs() <= 1.5, "{rise}");
-        let v = f.snapshot();
+        let script = [pause(600, -55.0), talk(1500, -55.0), pause(800, -55.0)];
+        let r = rise(&script, 0);
+        assert!(r.abs() <= 1.5, "{r}");
+        let v = drive_audio(&script, 0).snapshot();
         assert_eq!(get(&v, "floor_known"), 1.0);
-        assert_eq!(get(&v, "floor_rise_db"), rise);
+        assert_eq!(get(&v, "floor_rise_db"), r);
     }
 
     #[test]
     fn a_recording_brings_its_own_room() {
         // the line is quiet until the greeting starts; the greeting's pauses
         // carry the noise of the room it was recorded in
-        let f = drive_audio(
-            &[
-                (300, false, -70.0),
-                (1200, true, -55.0),
-                (500, false, -55.0),
-                (800, true, -55.0),
-            ],
-            0,
-        );
-        let rise = f.floor_rise_db().expect("both floors heard");
-        assert!((rise - 15.0).abs() <= 2.0, "{rise}");
+        let script = [
+            pause(300, -70.0),
+            talk(1200, -55.0),
+            pause(500, -55.0),
+            talk(800, -55.0),
+        ];
+        let r = rise(&script, 0);
+        assert!((r - 15.0).abs() <= 2.0, "{r}");
     }
 
     #[test]
     fn the_floor_is_unknown_until_a_pause_was_heard() {
         // speech from the start of the call: no floor before it
-        let f = drive_audio(&[(40, false, -55.0), (2000, true, -55.0)], 0);
+        let f = drive_audio(&[pause(40, -55.0), talk(2000, -55.0)], 0);
         assert_eq!(f.floor_rise_db(), None);
         let v = f.snapshot();
         assert_eq!(get(&v, "floor_known"), 0.0);
         assert_eq!(get(&v, "floor_rise_db"), 0.0);
         // continuous speech: no pause yet
-        let f = drive_audio(&[(500, false, -55.0), (2500, true, -55.0)], 0);
+        let f = drive_audio(&[pause(500, -55.0), talk(2500, -55.0)], 0);
         assert_eq!(f.floor_rise_db(), None);
     }
 
@@ -528,61 +535,23 @@ mod tests {
     fn lost_frames_are_not_the_floor() {
         // every fifth frame zero-filled (20 % loss): without the digital
         // silence check the floors would be the zeroed frames
-        let f = drive_audio(
-            &[
-                (600, false, -55.0),
-                (1500, true, -55.0),
-                (800, false, -45.0),
-            ],
+        let r = rise(
+            &[pause(600, -55.0), talk(1500, -55.0), pause(800, -45.0)],
             5,
         );
-        let rise = f.floor_rise_db().expect("both floors heard");
-        assert!((rise - 10.0).abs() <= 2.0, "{rise}");
+        assert!((r - 10.0).abs() <= 2.0, "{r}");
     }
 
     #[test]
     fn rumble_below_the_voice_band_does_not_move_the_floor() {
-        // the same white floor, with a loud 40 Hz hum only in the pause
-        let mut f = FeatureTracker::default();
-        let mut t = 0u64;
-        let mut seed = 7u32;
-        let mut push = |f: &mut FeatureTracker, prob: f32, hum: f32, t: &mut u64| {
-            let mut pcm = [0i16; FRAME_SAMPLES];
-            for (i, s) in pcm.iter_mut().enumerate() {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let n = ((seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * 100.0;
-                let x = (*t as f32 / 1000.0) + i as f32 / 8000.0;
-                let h = hum * (2.0 * std::f32::consts::PI * 40.0 * x).sin();
-                let v = if prob > 0.5 {
-                    8000.0 * (2.0 * std::f32::consts::PI * 300.0 * x).sin()
-                } else {
-                    0.0
-                };
-                *s = (n + h + v) as i16;
-            }
-            *t += 20;
-            if *t % 32 < 20 {
-                f.push_chunk(VadChunk {
-                    start_ms: *t - *t % 32 - 32,
-                    end_ms: *t - *t % 32,
-                    prob,
-                });
-            }
-            f.advance(*t);
-            f.observe_frame(&pcm);
+        // the same white floor, with a 40 Hz hum at -30 dBFS (25 dB over
+        // the floor before emphasis) only in the pause
+        let hum = Part {
+            hum: 1000.0,
+            ..pause(800, -55.0)
         };
-        for _ in 0..30 {
-            push(&mut f, 0.05, 0.0, &mut t);
-        }
-        for _ in 0..60 {
-            push(&mut f, 0.9, 0.0, &mut t);
-        }
-        for _ in 0..40 {
-            // 40 Hz at -30 dBFS: 25 dB over the white floor, before emphasis
-            push(&mut f, 0.05, 1000.0, &mut t);
-        }
-        let rise = f.floor_rise_db().expect("both floors heard");
-        assert!(rise.abs() <= 3.0, "{rise}");
+        let r = rise(&[pause(600, -55.0), talk(1200, -55.0), hum], 0);
+        assert!(r.abs() <= 3.0, "{r}");
     }
 
     #[test]
