@@ -20,7 +20,7 @@ use crate::campaign::{CallerNumber, CampaignSpec, CampaignState, phone};
 use tracing::Instrument;
 
 use crate::carrier::twilio::rest::{CreateFailure, Dial, RestError, TwilioClient, map_status};
-use crate::dialer::{Dialer, Verdict, retry_at};
+use crate::dialer::{Dialer, Verdict, retry_at, unplaced_retry_at};
 use crate::store::{CallRow, CallStatus, Patch, Store, StoreError};
 
 /// What the driver needs.
@@ -36,7 +36,7 @@ pub struct EngineConfig {
     /// How often to look for due attempts.
     pub tick: Duration,
     /// The first wait before a contact whose call the carrier did not place
-    /// is tried again; it doubles with each attempt (up to 32×).
+    /// is tried again (see [`crate::dialer::unplaced_retry_at`]).
     pub carrier_backoff: Duration,
 }
 
@@ -110,10 +110,6 @@ pub struct Engine {
 /// How long the media stream has to report a call's end after the carrier.
 const STREAM_END_GRACE_MS: i64 = 10_000;
 
-/// A contact whose call the carrier did not place (unreachable, "not now")
-/// is queued again (after [`EngineConfig::carrier_backoff`]) while it has had
-/// fewer attempts than this; then the failure stands.
-const UNPLACED_MAX_ATTEMPTS: u32 = 6;
 /// After a create request without a clear answer, when to ask the carrier
 /// whether it placed the call (its list can lag the create by a moment).
 const UNKNOWN_CREATE_CHECKS_MS: [u64; 3] = [2_000, 10_000, 30_000];
@@ -415,12 +411,8 @@ impl Engine {
                 self.fail(call, format!("provider_error: {e}"));
             }
             CreateFailure::NotPlaced => {
-                let requeue = (call.attempt < UNPLACED_MAX_ATTEMPTS).then(|| {
-                    let first =
-                        i64::try_from(self.cfg.carrier_backoff.as_millis()).unwrap_or(i64::MAX);
-                    now_ms()
-                        .saturating_add(first.saturating_mul(1 << (call.attempt.max(1) - 1).min(5)))
-                });
+                let first = i64::try_from(self.cfg.carrier_backoff.as_millis()).unwrap_or(i64::MAX);
+                let requeue = unplaced_retry_at(first, call.attempt, now_ms());
                 tracing::warn!(error = %e, requeue_at = ?requeue, "the carrier did not place the call");
                 self.fail_then(
                     call,

@@ -301,6 +301,7 @@ impl FeatureTracker {
         let speech = self.speech_ms();
         let span = t.saturating_sub(first_start).max(1);
         let n_segments = self.segments();
+        let floor_rise = self.floor_rise_db();
         [
             t as f32,
             f32::from(u8::from(has)),
@@ -318,8 +319,8 @@ impl FeatureTracker {
             self.longest_closed_ms.max(current) as f32,
             current as f32,
             self.current_silence_ms() as f32,
-            f32::from(u8::from(self.floor_rise_db().is_some())),
-            self.floor_rise_db().unwrap_or(0.0),
+            f32::from(u8::from(floor_rise.is_some())),
+            floor_rise.unwrap_or(0.0),
         ]
     }
 }

@@ -197,6 +197,24 @@ pub fn retry_at(policy: &RetrySpec, status: CallStatus, attempt: u32, now_ms: i6
     (wanted && attempt <= policy.max_retries).then(|| now_ms + policy.delay_seconds as i64 * 1000)
 }
 
+/// A contact whose call the carrier did not place (unreachable, "not now")
+/// is tried again while it has had fewer attempts than this; then the
+/// failure stands.
+pub const UNPLACED_MAX_ATTEMPTS: u32 = 6;
+
+/// When to try again a contact whose attempt `attempt` the carrier did not
+/// place, or `None` once [`UNPLACED_MAX_ATTEMPTS`] are spent. The wait is
+/// `first_ms`, doubling with each attempt up to 32×: an outage of a few
+/// minutes is ridden out without hammering a carrier that said "not now".
+/// Separate from [`retry_at`]: the campaign's retry policy is about people
+/// (busy, no answer); this is about the carrier, and no one was rung.
+pub fn unplaced_retry_at(first_ms: i64, attempt: u32, now_ms: i64) -> Option<i64> {
+    (attempt < UNPLACED_MAX_ATTEMPTS).then(|| {
+        let doublings = attempt.max(1).saturating_sub(1).min(5);
+        now_ms.saturating_add(first_ms.saturating_mul(1 << doublings))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +331,17 @@ mod tests {
             ..p
         };
         assert_eq!(retry_at(&p, CallStatus::Declined, 1, 0), Some(60_000));
+    }
+
+    #[test]
+    fn an_unplaced_call_is_tried_again_later_and_later() {
+        assert_eq!(unplaced_retry_at(15_000, 1, 0), Some(15_000));
+        assert_eq!(unplaced_retry_at(15_000, 2, 0), Some(30_000));
+        assert_eq!(unplaced_retry_at(15_000, 5, 100), Some(100 + 15_000 * 16));
+        assert_eq!(unplaced_retry_at(15_000, UNPLACED_MAX_ATTEMPTS, 0), None);
+        // the doubling is capped, and nothing overflows
+        assert_eq!(unplaced_retry_at(1_000, 0, 0), Some(1_000));
+        assert_eq!(unplaced_retry_at(i64::MAX, 3, 1), Some(i64::MAX));
     }
 
     mod prop {
