@@ -87,9 +87,14 @@ const PRE_EMPHASIS: f32 = 0.95;
 /// Frames before the first speech that a floor needs: a greeting may start
 /// 80 ms after answer.
 const PRE_FLOOR_MIN_FRAMES: u32 = 3;
-/// Frames of pause that a floor needs: the first frames of a pause are
-/// often the quiet end of a word the VAD no longer calls speech.
-const PAUSE_FLOOR_MIN_FRAMES: u32 = 10;
+/// Frames of pause that a floor needs. Five (100 ms) is the pause after a
+/// comma, so the room under a first sentence is often heard before it ends,
+/// when the model is deciding. The first frames of a pause are often the
+/// quiet end of a word the VAD no longer calls speech; with under 20 frames
+/// the 10th percentile is the quietest frame, which is the room. (Ten frames
+/// were needed before 2026-12-05; the floor then came after most machine
+/// decisions, and those were made on timing alone.)
+const PAUSE_FLOOR_MIN_FRAMES: u32 = 5;
 
 impl LevelHistogram {
     const fn new() -> Self {
@@ -529,6 +534,36 @@ mod tests {
         assert_eq!(get(&v, "floor_rise_db"), 0.0);
         // continuous speech: no pause yet
         let f = drive_audio(&[pause(500, -55.0), talk(2500, -55.0)], 0);
+        assert_eq!(f.floor_rise_db(), None);
+    }
+
+    #[test]
+    fn a_commas_pause_shows_the_room_under_a_first_sentence() {
+        // 120 ms between two phrases of one sentence (the VAD keeps the
+        // segment open): enough to hear the recording's room while the
+        // model is deciding
+        let f = drive_audio(
+            &[
+                pause(300, -70.0),
+                talk(900, -55.0),
+                pause(120, -55.0),
+                talk(900, -55.0),
+            ],
+            0,
+        );
+        assert_eq!(f.segments(), 1);
+        let r = f.floor_rise_db().expect("heard in the comma's pause");
+        assert!((r - 15.0).abs() <= 2.0, "{r}");
+        // a 60 ms gap between two words is not a pause
+        let f = drive_audio(
+            &[
+                pause(300, -70.0),
+                talk(900, -55.0),
+                pause(60, -55.0),
+                talk(900, -55.0),
+            ],
+            0,
+        );
         assert_eq!(f.floor_rise_db(), None);
     }
 
