@@ -33,8 +33,6 @@ SEED = 20261204
 # Standard deviation of the per-clip offset added to floor_rise_db (see
 # jitter_floor); 3 dB was also tried and lost more than it gained.
 FLOOR_JITTER_DB = 1.5
-# Share of clips that also train with the floor unheard (see without_floor).
-FLOOR_UNHEARD_SHARE = 0.3
 
 
 def extract(out):
@@ -91,28 +89,6 @@ def jitter_floor(X, names, groups):
             X[i, rise] += offset[g]
 
 
-def without_floor(X, y, groups, names):
-    """Adds, for a seeded share of clips, a copy with the floor unheard.
-
-    A real line may never show its floor: the callee speaks at the first
-    sample, or the line is digitally silent between words (no comfort
-    noise). The corpus almost always shows one within 100 ms of pause, so
-    without these copies "no floor yet, in a long pause" is a case the model
-    never saw and answers arbitrarily (a person's "Hello." spoken at the
-    first sample, then digital silence, came out at p = 0.90). The copy
-    shares its clip's weight and its cross-validation fold.
-    """
-    rise, known = names.index("floor_rise_db"), names.index("floor_known")
-    rng = np.random.default_rng(SEED + 1)
-    clips = sorted(set(groups))
-    chosen = {c for c, u in zip(clips, rng.uniform(size=len(clips))) if u < FLOOR_UNHEARD_SHARE}
-    rows = np.array([g in chosen for g in groups])
-    Xc = X[rows].copy()
-    Xc[:, rise] = 0.0
-    Xc[:, known] = 0.0
-    return np.vstack([X, Xc]), np.concatenate([y, y[rows]]), np.concatenate([groups, groups[rows]])
-
-
 def clip_weights(groups):
     """Each clip weighs the same, however many snapshots it has."""
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
@@ -134,7 +110,6 @@ def main():
     rows, names = load(args.features)
     X, y, groups, scen = select(rows, names)
     jitter_floor(X, names, groups)
-    X, y, groups = without_floor(X, y, groups, names)
     print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
 
     # Grouped cross-validation (a clip's snapshots never straddle folds).

@@ -1,8 +1,8 @@
 //! `amd bench` on the seven held-out sets: guards the figures measured on
 //! them (see models/amd.md). These are regression floors, not the targets of
 //! issue 3, which are not met. Each set was looked at after its first run;
-//! `heldout7/`, generated after the detector was last frozen, gives the
-//! honest figure.
+//! `heldout6/` and `heldout7/`, generated after the detector was last
+//! frozen, give the honest figures.
 
 mod common;
 
@@ -82,9 +82,6 @@ fn heldout_figures_do_not_regress() {
     );
 }
 
-/// Since the floor is heard in a comma's pause (2026-12-05), two of this
-/// set's business answers are called machines at 1.9–2.4 s, before any
-/// pause, where one was.
 #[test]
 fn second_heldout_figures_do_not_regress() {
     holds(
@@ -92,7 +89,7 @@ fn second_heldout_figures_do_not_regress() {
         Floor {
             clips: 149,
             accuracy: 0.97,
-            humans_as_machine: 2,
+            humans_as_machine: 1,
             human_p50_ms: BAR_HUMAN_P50_MS,
             machine_p50_ms: BAR_MACHINE_P50_MS,
         },
@@ -112,9 +109,9 @@ fn third_heldout_figures_do_not_regress() {
         Floor {
             clips: 153,
             accuracy: 0.97,
-            humans_as_machine: 1,
+            humans_as_machine: 0,
             human_p50_ms: 900.0,
-            machine_p50_ms: 2600.0,
+            machine_p50_ms: 2800.0,
         },
     );
 }
@@ -137,18 +134,18 @@ fn fourth_heldout_figures_do_not_regress() {
 }
 
 /// `heldout5/` was generated after 435cb3d (the noise-floor feature) was
-/// frozen. Its draw has more people whose hello lasts a second or more, so
-/// its human median sits on the far side of the 1200 ms wait (951 ms); the
-/// timing-only detector of 98ebb12 scored 91.7 % here with 10/76 humans
-/// called machine, 435cb3d 94.9 % with 3/76.
+/// frozen; these are its first figures. Its draw has
+/// more people whose hello lasts a second or more, so its human median sits
+/// on the far side of the 1200 ms wait (951 ms); the timing-only detector
+/// of 98ebb12 scored 91.7 % here with 10/76 humans called machine.
 #[test]
 fn fifth_heldout_figures_do_not_regress() {
     holds(
         "heldout5",
         Floor {
             clips: 156,
-            accuracy: 0.95,
-            humans_as_machine: 2,
+            accuracy: 0.94,
+            humans_as_machine: 3,
             human_p50_ms: 1000.0,
             machine_p50_ms: BAR_MACHINE_P50_MS,
         },
@@ -156,29 +153,28 @@ fn fifth_heldout_figures_do_not_regress() {
 }
 
 /// `heldout6/` was generated after a2e1748 was frozen. Its first run was of
-/// a candidate that was not kept (it shortened the wait after a long first
-/// sentence and called short greetings people); the detector that was
-/// kept was then measured on it before `heldout7/` was made. a2e1748 scored
-/// 93.8 % here, with 4/83 humans called machine.
+/// a candidate that was not kept (see models/amd.md); this detector's run
+/// on it came second, and nothing was changed after it. A hard draw: more
+/// people who say a second or more, and short greeting lines whose beep
+/// comes late.
 #[test]
 fn sixth_heldout_figures_do_not_regress() {
     holds(
         "heldout6",
         Floor {
             clips: 145,
-            accuracy: 0.96,
-            humans_as_machine: 1,
-            human_p50_ms: 900.0,
+            accuracy: 0.93,
+            humans_as_machine: 4,
+            human_p50_ms: 850.0,
             machine_p50_ms: BAR_MACHINE_P50_MS,
         },
     );
 }
 
-/// `heldout7/` was generated after the detector of 2026-12-05 (the floor
-/// heard in a comma's pause, a model that expects no floor on some lines)
-/// was frozen; these are its first figures, the ones to believe. a2e1748
-/// scored the same accuracy here (98.5 %, 1/62 humans called machine) with
-/// medians of 681 ms (human) and 2440 ms (machine).
+/// `heldout7/` was generated after a2e1748 was frozen and after
+/// `heldout6/` had been looked at. These are this detector's first figures
+/// on it, and nothing that decides a corpus clip changed after them (the
+/// digital-silence rule of 2026-12-05 changes no decision on any set).
 #[test]
 fn seventh_heldout_figures_do_not_regress() {
     holds(
@@ -187,7 +183,7 @@ fn seventh_heldout_figures_do_not_regress() {
             clips: 135,
             accuracy: 0.98,
             humans_as_machine: 1,
-            human_p50_ms: 650.0,
+            human_p50_ms: 700.0,
             machine_p50_ms: BAR_MACHINE_P50_MS,
         },
     );
