@@ -79,11 +79,10 @@ def jitter_floor(X, names, groups):
     a phone's noise suppression) is looser. Without this the model learns
     that a 2 dB rise is a recording.
     """
-    sigma = FLOOR_JITTER_DB
     rise, known = names.index("floor_rise_db"), names.index("floor_known")
     rng = np.random.default_rng(SEED)
     clips = sorted(set(groups))
-    offset = dict(zip(clips, rng.normal(0.0, sigma, len(clips))))
+    offset = dict(zip(clips, rng.normal(0.0, FLOOR_JITTER_DB, len(clips))))
     for i, g in enumerate(groups):
         if X[i, known] == 1.0:
             X[i, rise] += offset[g]

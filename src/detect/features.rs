@@ -202,6 +202,15 @@ impl FeatureTracker {
     /// many dB and would make two stretches of the same room differ.
     pub fn observe_frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
         let mut prev = self.last_sample;
+        self.last_sample = f32::from(pcm[FRAME_SAMPLES - 1]) / 32768.0;
+        let levels = if self.first_start.is_none() {
+            &mut self.pre_levels
+        } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
+            &mut self.pause_levels
+        } else {
+            // speech says nothing about the room: no level to take
+            return;
+        };
         let mut energy = 0.0f32;
         let mut peak = 0u16;
         for &s in pcm {
@@ -211,14 +220,6 @@ impl FeatureTracker {
             energy += y * y;
             prev = x;
         }
-        self.last_sample = prev;
-        let levels = if self.first_start.is_none() {
-            &mut self.pre_levels
-        } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
-            &mut self.pause_levels
-        } else {
-            return;
-        };
         if peak <= DIGITAL_SILENCE_PEAK {
             // a lost frame zeroed, a muted line: not the room's noise
             levels.silent = levels.silent.saturating_add(1);
@@ -356,7 +357,7 @@ mod tests {
                 }
             })
             .collect();
-        drive_audio(&parts, 0)
+        drive_audio(&parts)
     }
 
     fn get(v: &FeatureVector, name: &str) -> f32 {
@@ -412,78 +413,86 @@ mod tests {
     }
 
     /// One stretch of a synthetic call: speech (a loud 300 Hz tone) or not,
-    /// over white noise at `noise_dbfs`, plus a 40 Hz hum of `hum` peak
-    /// amplitude (0: none).
+    /// over white noise at `noise_dbfs`, plus a 40 Hz hum at `hum_dbfs`
+    /// peak, if any; every `lost_every`-th frame of it zero-filled, as a
+    /// lost packet (0: none).
     #[derive(Clone, Copy)]
     struct Part {
         ms: u64,
         speech: bool,
-        noise_dbfs: f32,
-        hum: f32,
+        noise_dbfs: f64,
+        hum_dbfs: Option<f64>,
+        lost_every: usize,
     }
 
-    fn pause(ms: u64, noise_dbfs: f32) -> Part {
+    fn pause(ms: u64, noise_dbfs: f64) -> Part {
         Part {
             ms,
             speech: false,
             noise_dbfs,
-            hum: 0.0,
+            hum_dbfs: None,
+            lost_every: 0,
         }
     }
 
-    fn talk(ms: u64, noise_dbfs: f32) -> Part {
+    fn talk(ms: u64, noise_dbfs: f64) -> Part {
         Part {
-            ms,
             speech: true,
-            noise_dbfs,
-            hum: 0.0,
+            ..pause(ms, noise_dbfs)
         }
+    }
+
+    /// The audio of a script, from the project's test-signal generators.
+    fn script_audio(script: &[Part]) -> Vec<i16> {
+        use crate::audio::synth;
+        let mut rng = synth::Rng::new(7);
+        let mut out = Vec::new();
+        for p in script {
+            let mut mix: Vec<i32> = synth::noise(&mut rng, p.noise_dbfs, p.ms)
+                .into_iter()
+                .map(i32::from)
+                .collect();
+            let voice = p.speech.then(|| synth::tones(&[300.0], -12.0, p.ms));
+            let hum = p.hum_dbfs.map(|db| synth::tones(&[40.0], db, p.ms));
+            for layer in voice.iter().chain(hum.iter()) {
+                for (m, &v) in mix.iter_mut().zip(layer) {
+                    *m += i32::from(v);
+                }
+            }
+            let lost =
+                |i: usize| p.lost_every > 0 && (i / FRAME_SAMPLES).is_multiple_of(p.lost_every);
+            out.extend(mix.into_iter().enumerate().map(|(i, m)| {
+                if lost(i) {
+                    0
+                } else {
+                    m.clamp(-32768, 32767) as i16
+                }
+            }));
+        }
+        out
     }
 
     /// Like [`drive`], with audio, and the VAD chunks saying what the script
-    /// says. `lost` zeroes every frame whose index is a multiple of it (0:
-    /// none), as a zero-filled lost packet.
-    fn drive_audio(script: &[Part], lost: usize) -> FeatureTracker {
+    /// says.
+    fn drive_audio(script: &[Part]) -> FeatureTracker {
         let mut f = FeatureTracker::default();
-        let total: u64 = script.iter().map(|p| p.ms).sum();
-        let part_at = |t: u64| {
+        let speech_at = |t: u64| {
             let mut acc = 0;
             for p in script {
                 if t < acc + p.ms {
-                    return *p;
+                    return p.speech;
                 }
                 acc += p.ms;
             }
-            pause(0, -96.0)
+            false
         };
-        // a fixed LCG: white noise without a dependency
-        let mut seed = 0x2545_f491_u32;
-        let mut noise = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        };
-        let tau = 2.0 * std::f32::consts::PI;
-        let (mut next_chunk, mut frame_end, mut index) = (0, 20, 0);
-        let mut pcm = [0i16; FRAME_SAMPLES];
-        while frame_end <= total {
-            let part = part_at(frame_end - 10);
-            // uniform noise in [-a, a] has RMS a/sqrt(3)
-            let amp = 10f32.powf(part.noise_dbfs / 20.0) * 3f32.sqrt() * 32768.0;
-            for (i, s) in pcm.iter_mut().enumerate() {
-                let t = (frame_end - 20) as f32 / 1000.0 + i as f32 / 8000.0;
-                let voice = if part.speech {
-                    8000.0 * (tau * 300.0 * t).sin()
-                } else {
-                    0.0
-                };
-                let hum = part.hum * (tau * 40.0 * t).sin();
-                *s = (voice + hum + amp * noise()) as i16;
-            }
-            if lost > 0 && index % lost == 0 {
-                pcm = [0; FRAME_SAMPLES];
-            }
+        let audio = script_audio(script);
+        let mut next_chunk = 0;
+        for (index, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
+            let frame_end = 20 * (index as u64 + 1);
+            let pcm: &[i16; FRAME_SAMPLES] = frame.try_into().unwrap();
             while next_chunk + 32 <= frame_end {
-                let prob = if part_at(next_chunk + 16).speech {
+                let prob = if speech_at(next_chunk + 16) {
                     0.9
                 } else {
                     0.05
@@ -496,15 +505,13 @@ mod tests {
                 next_chunk += 32;
             }
             f.advance(frame_end);
-            f.observe_frame(&pcm);
-            frame_end += 20;
-            index += 1;
+            f.observe_frame(pcm);
         }
         f
     }
 
-    fn rise(script: &[Part], lost: usize) -> f32 {
-        drive_audio(script, lost)
+    fn rise(script: &[Part]) -> f32 {
+        drive_audio(script)
             .floor_rise_db()
             .expect("both floors heard")
     }
@@ -512,9 +519,9 @@ mod tests {
     #[test]
     fn a_person_pauses_on_the_floor_the_call_was_answered_into() {
         let script = [pause(600, -55.0), talk(1500, -55.0), pause(800, -55.0)];
-        let r = rise(&script, 0);
+        let r = rise(&script);
         assert!(r.abs() <= 1.5, "{r}");
-        let v = drive_audio(&script, 0).snapshot();
+        let v = drive_audio(&script).snapshot();
         assert_eq!(get(&v, "floor_known"), 1.0);
         assert_eq!(get(&v, "floor_rise_db"), r);
     }
@@ -529,31 +536,33 @@ mod tests {
             pause(500, -55.0),
             talk(800, -55.0),
         ];
-        let r = rise(&script, 0);
+        let r = rise(&script);
         assert!((r - 15.0).abs() <= 2.0, "{r}");
     }
 
     #[test]
     fn the_floor_is_unknown_until_a_pause_was_heard() {
         // speech from the start of the call: no floor before it
-        let f = drive_audio(&[pause(40, -55.0), talk(2000, -55.0)], 0);
+        let f = drive_audio(&[pause(40, -55.0), talk(2000, -55.0)]);
         assert_eq!(f.floor_rise_db(), None);
         let v = f.snapshot();
         assert_eq!(get(&v, "floor_known"), 0.0);
         assert_eq!(get(&v, "floor_rise_db"), 0.0);
         // continuous speech: no pause yet
-        let f = drive_audio(&[pause(500, -55.0), talk(2500, -55.0)], 0);
+        let f = drive_audio(&[pause(500, -55.0), talk(2500, -55.0)]);
         assert_eq!(f.floor_rise_db(), None);
     }
 
     #[test]
     fn lost_frames_are_not_the_floor() {
-        // every fifth frame zero-filled (20 % loss): without the digital
-        // silence check the floors would be the zeroed frames
-        let r = rise(
-            &[pause(600, -55.0), talk(1500, -55.0), pause(800, -45.0)],
-            5,
-        );
+        // every fifth frame of the pause zero-filled (20 % loss): without
+        // the digital silence check the pause's floor would be the zeroed
+        // frames
+        let lossy = Part {
+            lost_every: 5,
+            ..pause(800, -45.0)
+        };
+        let r = rise(&[pause(600, -55.0), talk(1500, -55.0), lossy]);
         assert!((r - 10.0).abs() <= 2.0, "{r}");
     }
 
@@ -563,16 +572,13 @@ mod tests {
         // speech (here: a few frames before the VAD hears it, and a word's
         // tail), which is not a room
         let zero = -200.0;
-        let f = drive_audio(
-            &[
-                pause(500, zero),
-                pause(60, -50.0),
-                talk(1500, zero),
-                pause(240, -40.0),
-                pause(800, zero),
-            ],
-            0,
-        );
+        let f = drive_audio(&[
+            pause(500, zero),
+            pause(60, -50.0),
+            talk(1500, zero),
+            pause(240, -40.0),
+            pause(800, zero),
+        ]);
         assert_eq!(f.floor_rise_db(), None);
         assert_eq!(get(&f.snapshot(), "floor_known"), 0.0);
     }
@@ -582,10 +588,10 @@ mod tests {
         // the same white floor, with a 40 Hz hum at -30 dBFS (25 dB over
         // the floor before emphasis) only in the pause
         let hum = Part {
-            hum: 1000.0,
+            hum_dbfs: Some(-30.0),
             ..pause(800, -55.0)
         };
-        let r = rise(&[pause(600, -55.0), talk(1200, -55.0), hum], 0);
+        let r = rise(&[pause(600, -55.0), talk(1200, -55.0), hum]);
         assert!(r.abs() <= 3.0, "{r}");
     }
 
