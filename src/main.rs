@@ -292,6 +292,10 @@ struct AmdArgs {
     /// Time the LLM may take, ms.
     #[arg(long, default_value_t = 1500)]
     llm_budget_ms: u64,
+    /// After a `human` decision, keep listening this long for a voicemail
+    /// beep, ms (0: off).
+    #[arg(long, default_value_t = 3000)]
+    late_beep_ms: u64,
 }
 
 impl AmdArgs {
@@ -307,6 +311,7 @@ impl AmdArgs {
             initial_check_delay_ms: self.initial_check_delay_ms,
             fallback,
             llm_budget_ms: self.llm.then_some(self.llm_budget_ms),
+            late_beep_ms: self.late_beep_ms,
             ..AmdConfig::default()
         })
     }

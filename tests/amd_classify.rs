@@ -305,3 +305,65 @@ fn a_long_first_sentence_from_the_answering_room_is_a_person() {
         assert_eq!(c.answered_by, "human", "{set}/{file}: {c:?}");
     }
 }
+
+/// "Hello." then, 900 ms later, a voicemail beep: the fast human path has
+/// called a person before the beep sounds (a short greeting looks like a
+/// hello), and the beep, heard within `late_beep_ms` of that decision,
+/// overturns it: `machine_start` and `machine_end_beep` follow with trigger
+/// `late_beep`, so the call stops talking to a recording. Outside the
+/// window, or with the watch off, the decision stands.
+#[test]
+fn a_beep_soon_after_a_human_decision_overturns_it() {
+    let hello = hello_pcm();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = |name: &str, gap_ms: u64| {
+        let mut rng = synth::Rng::new(11);
+        let mut pcm = synth::noise(&mut rng, -60.0, 9000);
+        let speech_at = 8 * 300;
+        synth::mix_into(&mut pcm, &hello, speech_at);
+        let beep_at = speech_at + hello.len() + 8 * gap_ms as usize;
+        synth::mix_into(&mut pcm, &synth::tones(&[1000.0], -14.0, 400), beep_at);
+        let path = dir.path().join(name);
+        std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+        (path, (beep_at / 8 + 400) as u64)
+    };
+    let timeline = |c: &dialgate::detect::bench::Classification| {
+        c.timeline
+            .iter()
+            .map(|t| (t.outcome.clone(), t.trigger.clone()))
+            .collect::<Vec<_>>()
+    };
+    let pair = |o: &str, t: &str| (o.to_string(), t.to_string());
+
+    let (path, beep_end) = clip("late_beep.wav", 900);
+    let c = classify(&path).unwrap();
+    assert_eq!(c.answered_by, "human", "{c:?}");
+    assert!(
+        c.decision_ms + 400 < beep_end,
+        "decided before the beep: {c:?}"
+    );
+    assert_eq!(
+        timeline(&c),
+        [
+            pair("human", "short_utterance"),
+            pair("machine_start", "late_beep"),
+            pair("machine_end_beep", "late_beep"),
+        ],
+        "{c:?}"
+    );
+    let end = c.machine_end_ms.unwrap();
+    assert!(end >= beep_end && end <= beep_end + 150, "{c:?}");
+    assert_eq!(c.beep.as_ref().map(|b| b.freq_hz.round()), Some(1000.0));
+
+    let off = AmdConfig {
+        late_beep_ms: 0,
+        ..AmdConfig::default()
+    };
+    let c = classify_file(&path, off, None, 60_000).unwrap();
+    assert_eq!(timeline(&c), [pair("human", "short_utterance")], "{c:?}");
+
+    // the default window is 3 s; this beep ends 4.7 s after the hello
+    let (path, _) = clip("beep_too_late.wav", 4300);
+    let c = classify(&path).unwrap();
+    assert_eq!(timeline(&c), [pair("human", "short_utterance")], "{c:?}");
+}

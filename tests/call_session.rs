@@ -481,3 +481,105 @@ fn a_call_that_ends_before_amd_decides_still_reports_who_answered() {
         "no agent for a call that is over"
     );
 }
+
+/// A short greeting ("Hello.") whose beep comes 900 ms after it: AMD calls
+/// a person first, the conversation agent starts talking, and the beep
+/// overturns the decision (`late_beep`). The agent is cut off and the
+/// campaign's voicemail action runs: the voicemail agent after the beep,
+/// or a hang-up recorded as `voicemail_ended`.
+#[test]
+fn a_beep_after_a_human_decision_switches_to_the_voicemail_action() {
+    let hello = {
+        let mut r = WavReader::open(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/hello.wav"),
+        )
+        .unwrap();
+        std::iter::from_fn(|| r.next_frame().unwrap())
+            .flat_map(|f| f.pcm)
+            .collect::<Vec<i16>>()
+    };
+    let mut rng = dialgate::audio::synth::Rng::new(5);
+    let mut pcm = dialgate::audio::synth::noise(&mut rng, -60.0, 6000);
+    dialgate::audio::synth::mix_into(&mut pcm, &hello, 2400);
+    let beep_at = 2400 + hello.len() + 8 * 900;
+    let beep_end_ms = (beep_at / 8 + 400) as u64;
+    let beep = dialgate::audio::synth::tones(&[1000.0], -14.0, 400);
+    dialgate::audio::synth::mix_into(&mut pcm, &beep, beep_at);
+    let frames: Vec<AudioFrame> = pcm
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| AudioFrame::from_pcm(c, i as u64 * 20))
+        .collect();
+
+    // leave a message: the conversation agent stops, the voicemail agent
+    // starts once the beep has ended
+    let cfg = SessionConfig {
+        agent_start: AgentStart::AfterAmd,
+        machine_action: MachineAction::LeaveMessage {
+            voicemail_script: "scripts/voicemail".into(),
+        },
+        ..SessionConfig::default()
+    };
+    let (s, log) = play(cfg, &frames, |_, _| {});
+    let connects: Vec<(u64, AgentMode)> = log
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Agent(AgentOut::Connect { mode, .. }) => Some((*t, *mode)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects.len(), 2, "{connects:?}");
+    assert_eq!(connects[0].1, AgentMode::Conversation);
+    assert!(connects[0].0 + 400 < beep_end_ms, "{connects:?}");
+    assert_eq!(connects[1].1, AgentMode::Voicemail);
+    assert!(
+        connects[1].0 >= beep_end_ms,
+        "{connects:?} vs {beep_end_ms}"
+    );
+    let stop = position(&log, |o| matches!(o, Output::Agent(AgentOut::Stop))).unwrap();
+    let clear = position(&log, |o| matches!(o, Output::Carrier(CarrierOut::Clear))).unwrap();
+    let voicemail = position(&log, |o| {
+        matches!(
+            o,
+            Output::Agent(AgentOut::Connect {
+                mode: AgentMode::Voicemail,
+                ..
+            })
+        )
+    })
+    .unwrap();
+    assert!(clear < voicemail && stop < voicemail);
+    let outcomes: Vec<(AmdOutcome, &str)> = lifecycle(&log)
+        .iter()
+        .filter_map(|l| match l {
+            Lifecycle::AmdDecided(d) => Some((d.outcome, d.trigger.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (AmdOutcome::Human, "short_utterance"),
+            (AmdOutcome::MachineStart, "late_beep"),
+            (AmdOutcome::MachineEndBeep, "late_beep"),
+        ]
+    );
+    // the call's first answer stays what the agent was connected on
+    assert_eq!(s.decision().unwrap().outcome, AmdOutcome::Human);
+
+    // end call: hung up at the beep, recorded as a voicemail
+    let (s, log) = play(SessionConfig::default(), &frames, |_, _| {});
+    assert!(s.is_ended());
+    let hangup = log
+        .iter()
+        .find(|(_, o)| matches!(o, Output::Carrier(CarrierOut::Hangup)))
+        .expect("hung up");
+    assert!(hangup.0 > connects[0].0, "{hangup:?}");
+    assert!(matches!(
+        lifecycle(&log).last().unwrap(),
+        Lifecycle::Ended {
+            end_type: EndType::VoicemailEnded,
+            ..
+        }
+    ));
+}

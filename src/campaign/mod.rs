@@ -170,6 +170,11 @@ pub struct AmdSpec {
     /// The script path used to leave a message.
     #[serde(default)]
     pub voicemail_script: Option<String>,
+    /// After a person was detected, how long a voicemail beep still
+    /// overturns it, ms (0: never). A short greeting's beep can come after
+    /// the agent has started talking; it then stops, and the action runs.
+    #[serde(default = "default_late_beep")]
+    pub late_beep_ms: u64,
 }
 
 fn yes() -> bool {
@@ -180,6 +185,9 @@ fn default_check_delay() -> u64 {
 }
 fn default_llm_budget() -> u64 {
     1500
+}
+fn default_late_beep() -> u64 {
+    3000
 }
 fn default_action() -> String {
     "end_call".into()
@@ -195,6 +203,7 @@ impl Default for AmdSpec {
             stop_speaking: true,
             action: default_action(),
             voicemail_script: None,
+            late_beep_ms: default_late_beep(),
         }
     }
 }
@@ -462,6 +471,9 @@ impl CampaignSpec {
                 "must be 500–10000",
             ));
         }
+        if self.amd.late_beep_ms > 30_000 {
+            errs.push(FieldError::new("amd.late_beep_ms", "must be 0–30000"));
+        }
         match self.amd.action.as_str() {
             "end_call" => {}
             "leave_message" => {
@@ -632,6 +644,7 @@ impl CampaignSpec {
         let amd = self.amd.enabled.then(|| AmdConfig {
             initial_check_delay_ms: self.amd.initial_check_delay_ms,
             llm_budget_ms: self.amd.llm_verification.then_some(self.amd.llm_budget_ms),
+            late_beep_ms: self.amd.late_beep_ms,
             ..AmdConfig::default()
         });
         let machine_action = match self.amd.action.as_str() {
@@ -814,6 +827,7 @@ mod tests {
         c.numbers.default.number = "nope".into();
         c.limits.max_concurrency = 0;
         c.amd.action = "leave_message".into();
+        c.amd.late_beep_ms = 60_000;
         c.calling_window.start = "22:00".into();
         let errs = c.validate().unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
@@ -823,6 +837,7 @@ mod tests {
             "numbers.default.number",
             "limits.max_concurrency",
             "amd.voicemail_script",
+            "amd.late_beep_ms",
             "calling_window",
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");

@@ -123,6 +123,9 @@ pub enum Trigger {
     EndOther,
     /// The audio ended before a decision.
     EndOfAudio,
+    /// A voicemail beep within [`AmdConfig::late_beep_ms`] of a `human` or
+    /// `unknown` decision: it was a recording after all.
+    LateBeep,
 }
 
 impl Trigger {
@@ -142,6 +145,7 @@ impl Trigger {
             Self::EndSilence => "end_silence",
             Self::EndOther => "end_other",
             Self::EndOfAudio => "end_of_audio",
+            Self::LateBeep => "late_beep",
         }
     }
 }
@@ -282,6 +286,15 @@ pub struct AmdConfig {
     pub llm_budget_ms: Option<u64>,
     /// What to decide when unsure and the LLM is off or failed.
     pub fallback: Fallback,
+    /// After a `human` or `unknown` decision, keep listening this long for
+    /// a voicemail beep (0: stop at the decision). A short greeting whose
+    /// beep comes more than the fast human path's 450 ms after it, or a
+    /// greeting caught in a pause at the deadline, is called a person; its
+    /// beep, a second later, says otherwise, and the call still gets
+    /// `machine_start` and `machine_end_beep` (trigger `late_beep`), so the
+    /// agent stops talking to a recording and the campaign's voicemail
+    /// action runs. The first decision stands in the bench's accuracy.
+    pub late_beep_ms: u64,
 }
 
 impl Default for AmdConfig {
@@ -307,6 +320,7 @@ impl Default for AmdConfig {
             max_defer_ms: 10_000,
             llm_budget_ms: None,
             fallback: Fallback::Human,
+            late_beep_ms: 3000,
         }
     }
 }
@@ -336,6 +350,10 @@ enum State {
     },
     AwaitingEnd {
         since_ms: u64,
+    },
+    /// Decided `human` or `unknown`; a beep before `until_ms` overturns it.
+    BeepWatch {
+        until_ms: u64,
     },
     Done,
 }
@@ -433,6 +451,11 @@ impl Amd {
             AmdOutcome::MachineStart => State::AwaitingEnd {
                 since_ms: self.now_ms,
             },
+            AmdOutcome::Human | AmdOutcome::Unknown if self.cfg.late_beep_ms > 0 => {
+                State::BeepWatch {
+                    until_ms: self.now_ms.saturating_add(self.cfg.late_beep_ms),
+                }
+            }
             _ => State::Done,
         };
     }
@@ -451,6 +474,12 @@ impl Amd {
             return Ok(());
         }
         self.now_ms = frame.end_ms();
+        if let State::BeepWatch { until_ms } = self.state
+            && self.now_ms > until_ms
+        {
+            self.state = State::Done;
+            return Ok(());
+        }
         let mut tones = std::mem::take(&mut self.tones);
         tones.clear();
         let out = self.frontend.push_frame(frame, |e| tones.push(e))?;
@@ -485,6 +514,13 @@ impl Amd {
         let has_speech = self.frontend.features().has_speech();
         match (self.state, tone) {
             (State::Done, _) => {}
+            (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if has_speech => {
+                // (as while listening: only a beep after speech ends a
+                // greeting; SIT and fax tones do not follow a person)
+                self.decide(AmdOutcome::MachineStart, Trigger::LateBeep, None);
+                self.decide(AmdOutcome::MachineEndBeep, Trigger::LateBeep, Some(b));
+            }
+            (State::BeepWatch { .. }, _) => {}
             (State::AwaitingEnd { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
                 self.decide(AmdOutcome::MachineEndBeep, Trigger::Beep, Some(b));
             }
@@ -508,7 +544,7 @@ impl Amd {
         let f = self.frontend.features();
         let t = self.now_ms;
         match self.state {
-            State::Done => {}
+            State::Done | State::BeepWatch { .. } => {}
             State::AwaitingEnd { since_ms } => {
                 if !f.in_speech()
                     && f.current_silence_ms() >= self.cfg.end_silence_ms
@@ -706,7 +742,7 @@ impl Amd {
     /// The audio ended (hang-up, end of file): settle what is pending.
     pub fn finish(&mut self) {
         match self.state {
-            State::Done => {}
+            State::Done | State::BeepWatch { .. } => {}
             State::AwaitingEnd { .. } => {
                 self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None)
             }
@@ -722,6 +758,10 @@ impl Amd {
                     self.fallback(Trigger::EndOfAudio);
                 }
             }
+        }
+        // (no beep can come now: a `human` or `unknown` just made is final)
+        if matches!(self.state, State::BeepWatch { .. }) {
+            self.state = State::Done;
         }
     }
 }

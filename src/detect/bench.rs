@@ -418,8 +418,14 @@ pub struct Report {
     pub beep_lag_ms: Percentiles,
     /// Labelled beeps never reported.
     pub missed_beeps: usize,
-    /// Beeps reported on clips with none.
+    /// Beeps reported on clips with none (a late beep after a `human`
+    /// decision included).
     pub false_beeps: usize,
+    /// Machines called human whose beep, heard within
+    /// [`AmdConfig::late_beep_ms`] of that decision, then gave
+    /// `machine_end_beep` (trigger `late_beep`). Still counted in
+    /// `machine_as_human`: the agent had started talking.
+    pub late_beep_corrections: usize,
     /// truth → predicted → count.
     pub confusion: BTreeMap<String, BTreeMap<String, usize>>,
     /// scenario → accuracy.
@@ -444,7 +450,7 @@ pub fn report(
     let (mut humans, mut h_as_m, mut machines, mut m_as_h) = (0, 0, 0, 0);
     let (mut non_silence, mut unknowns, mut silence_as_machine) = (0, 0, 0);
     let (mut human_lat, mut machine_lat, mut beep_lag) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut missed_beeps, mut false_beeps) = (0, 0);
+    let (mut missed_beeps, mut false_beeps, mut late_beep_corrections) = (0, 0, 0);
     let (mut cpu_ms, mut audio_ms) = (0.0, 0u64);
     for (r, row) in results.iter().zip(rows) {
         let pred = r.predicted.as_str();
@@ -485,6 +491,8 @@ pub fn report(
                 machines += 1;
                 if pred == "human" {
                     m_as_h += 1;
+                    late_beep_corrections +=
+                        usize::from(r.result.timeline.iter().any(|t| t.trigger == "late_beep"));
                 }
                 if pred == "machine" {
                     machine_lat.push(r.result.decision_ms as f64);
@@ -531,6 +539,7 @@ pub fn report(
         beep_lag_ms: percentiles(beep_lag),
         missed_beeps,
         false_beeps,
+        late_beep_corrections,
         confusion,
         per_scenario: per_scenario
             .into_iter()
@@ -666,6 +675,9 @@ pub fn format_report(r: &Report, others: &[Report]) -> String {
     line("  95 % interval", &|x| interval(&x.human_as_machine));
     line("machines called human", &|x| count(&x.machine_as_human));
     line("  95 % interval", &|x| interval(&x.machine_as_human));
+    line("  then caught by a late beep", &|x| {
+        x.late_beep_corrections.to_string()
+    });
     line("unknown rate", &|x| {
         format!("{:.1} %", x.unknown_rate * 100.0)
     });
