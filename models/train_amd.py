@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train.
+"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train and train_clean.
 
 The features are not computed here: `dialgate amd features` (the Rust front
 end the live detector runs) writes them to models/amd_train_features.csv, and
@@ -12,6 +12,13 @@ deciding, i.e. at least 0.5 s after the first speech began and
   - human clips: up to 1.5 s after the end of the first utterance;
   - machine clips: up to the end of the greeting.
 Fax, SIT and silence are decided by tones and rules, not by the model.
+
+`train_clean/` holds the same training indices' machine clips with greetings
+that carry no room of their own (generate.py --clean-greetings): a carrier's
+or an IVR's studio prompt, or a greeting recorded through a phone's noise
+suppression. Without them the model learned that a floor that did not rise
+is a person, and called such recordings people. A clip and its clean copy
+are one group in cross-validation.
 
 Usage: python3 models/train_amd.py [--features FILE] [--no-extract]
 Needs: numpy, scikit-learn, skl2onnx, onnx (pip), and cargo.
@@ -33,13 +40,31 @@ SEED = 20261204
 # Standard deviation of the per-clip offset added to floor_rise_db (see
 # jitter_floor); 3 dB was also tried and lost more than it gained.
 FLOOR_JITTER_DB = 1.5
+# The weight of a machine clip that its clean copy (train_clean/) carries.
+CLEAN_SHARE = 0.5
+
+
+# The directories under fixtures/amd/ trained on; the table's `file` column
+# is relative to fixtures/amd/.
+TRAIN_DIRS = ["train", "train_clean"]
 
 
 def extract(out):
-    cmd = ["cargo", "run", "--release", "--quiet", "--", "amd", "features",
-           os.path.join(ROOT, "fixtures/amd/train"), "--out", out]
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    """One table from every training directory, `file` prefixed with its directory."""
+    header, lines = None, []
+    for d in TRAIN_DIRS:
+        part = out + "." + d
+        cmd = ["cargo", "run", "--release", "--quiet", "--", "amd", "features",
+               os.path.join(ROOT, "fixtures/amd", d), "--out", part]
+        print("+", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        with open(part) as f:
+            header = f.readline()
+            lines += [f"{d}/{line}" for line in f]
+        os.remove(part)
+    with open(out, "w") as f:
+        f.write(header)
+        f.writelines(lines)
 
 
 def load(path):
@@ -51,7 +76,7 @@ def load(path):
 
 
 def select(rows, names):
-    X, y, groups, scen = [], [], [], []
+    X, y, groups, scen, clean = [], [], [], [], []
     for r in rows:
         if r["label"] not in ("human", "machine") or r["has_speech"] != "1":
             continue
@@ -66,9 +91,12 @@ def select(rows, names):
             continue
         X.append([float(r[n]) for n in names])
         y.append(1 if r["label"] == "machine" else 0)
-        groups.append(r["file"])
+        # a clip and its clean copy share a group
+        groups.append(os.path.basename(r["file"]))
         scen.append(r["scenario"])
-    return np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen)
+        clean.append(r["file"].startswith("train_clean/"))
+    return (np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen),
+            np.array(clean))
 
 
 def jitter_floor(X, names, groups):
@@ -88,10 +116,18 @@ def jitter_floor(X, names, groups):
             X[i, rise] += offset[g]
 
 
-def clip_weights(groups):
-    """Each clip weighs the same, however many snapshots it has."""
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse]
+def clip_weights(groups, clean):
+    """Each clip weighs the same, however many snapshots it has; a machine
+    clip and its clean copy weigh as one clip, CLEAN_SHARE of it the copy's
+    (so the classes keep their balance)."""
+    keys = np.array([f"{g}|{int(c)}" for g, c in zip(groups, clean)])
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    has_copy = {g for g, c in zip(groups, clean) if c}
+    for i, (g, c) in enumerate(zip(groups, clean)):
+        if g in has_copy:
+            w[i] *= CLEAN_SHARE if c else 1.0 - CLEAN_SHARE
+    return w
 
 
 def model():
@@ -107,14 +143,14 @@ def main():
     if not args.no_extract:
         extract(args.features)
     rows, names = load(args.features)
-    X, y, groups, scen = select(rows, names)
+    X, y, groups, scen, clean = select(rows, names)
     jitter_floor(X, names, groups)
     print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
 
     # Grouped cross-validation (a clip's snapshots never straddle folds).
     oof = np.zeros(len(y))
     for tr, te in GroupKFold(n_splits=5).split(X, y, groups):
-        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr]))
+        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], clean[tr]))
         oof[te] = m.predict_proba(X[te])[:, 1]
     acc = ((oof >= 0.5) == y).mean()
     hum_fp = ((oof >= 0.85) & (y == 0)).sum() / max(1, (y == 0).sum())
@@ -122,7 +158,7 @@ def main():
     print(f"grouped 5-fold CV, snapshot level: accuracy@0.5 {acc:.3f}, "
           f"humans >= 0.85: {hum_fp:.4f}, machines >= 0.85: {mach_hit:.3f}", file=sys.stderr)
 
-    clf = model().fit(X, y, sample_weight=clip_weights(groups))
+    clf = model().fit(X, y, sample_weight=clip_weights(groups, clean))
     importances = sorted(zip(names, clf.feature_importances_), key=lambda kv: -kv[1])
 
     from skl2onnx import convert_sklearn

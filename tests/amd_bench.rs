@@ -1,8 +1,10 @@
-//! `amd bench` on the seven held-out sets: guards the figures measured on
-//! them (see models/amd.md). These are regression floors, not the targets of
-//! issue 3, which are not met. Each set was looked at after its first run;
-//! `heldout6/` and `heldout7/`, generated after the detector was last
-//! frozen, give the honest figures.
+//! `amd bench` on the eight held-out sets and on `heldout8_clean/` (the
+//! machines of `heldout8/` with greetings that carry no room of their own):
+//! guards the figures measured on them (see models/amd.md). These are
+//! regression floors, not the targets of issue 3, which are not all met.
+//! Each set was looked at after its first run; `heldout8/` and
+//! `heldout8_clean/`, generated after the detector was last frozen, give
+//! the honest figures.
 
 mod common;
 
@@ -14,13 +16,13 @@ struct Floor {
     clips: usize,
     accuracy: f64,
     humans_as_machine: usize,
-    human_p50_ms: f64,
+    /// `None` for a set of machines only.
+    human_p50_ms: Option<f64>,
     machine_p50_ms: f64,
 }
 
-/// The issue's latency bar, which the older sets hold.
+/// The issue's human latency bar, which some sets hold.
 const BAR_HUMAN_P50_MS: f64 = 600.0;
-const BAR_MACHINE_P50_MS: f64 = 2500.0;
 
 fn holds(name: &str, floor: Floor) {
     let dir = common::corpus_dir().join(name);
@@ -47,12 +49,16 @@ fn holds(name: &str, floor: Floor) {
     // what the issue asks on any set
     assert_eq!(r.silence_as_machine, 0, "silence is never called machine");
     assert_eq!(r.false_beeps, 0);
-    assert!(r.human_decision_ms.p50.unwrap() <= floor.human_p50_ms);
+    if let Some(human_p50_ms) = floor.human_p50_ms {
+        assert!(r.human_decision_ms.p50.unwrap() <= human_p50_ms);
+    }
     assert!(r.machine_decision_ms.p50.unwrap() <= floor.machine_p50_ms);
     assert!(r.beep_lag_ms.p50.unwrap() <= 150.0);
     // fax and SIT are all recognised
     for class in ["fax", "sit"] {
-        let row = &r.confusion[class];
+        let Some(row) = r.confusion.get(class) else {
+            continue;
+        };
         assert_eq!(
             row.get(class).copied().unwrap_or(0),
             row.values().sum::<usize>(),
@@ -64,7 +70,11 @@ fn holds(name: &str, floor: Floor) {
     // window, and the call gets `machine_end_beep` at the beep's end.
     for f in r.files.as_ref().unwrap() {
         if f.scenario == "short_greeting_beep" && f.predicted == "human" {
-            let late = f.result.timeline.iter().filter(|t| t.trigger == "late_beep");
+            let late = f
+                .result
+                .timeline
+                .iter()
+                .filter(|t| t.trigger == "late_beep");
             assert_eq!(late.count(), 2, "{}: {:?}", f.file, f.result.timeline);
             assert_eq!(
                 f.result.machine_end.as_deref(),
@@ -90,10 +100,10 @@ fn heldout_figures_do_not_regress() {
         "heldout",
         Floor {
             clips: 128,
-            accuracy: 0.99,
-            humans_as_machine: 0,
-            human_p50_ms: BAR_HUMAN_P50_MS,
-            machine_p50_ms: BAR_MACHINE_P50_MS,
+            accuracy: 0.98,
+            humans_as_machine: 1,
+            human_p50_ms: Some(BAR_HUMAN_P50_MS),
+            machine_p50_ms: 2600.0,
         },
     );
 }
@@ -105,9 +115,9 @@ fn second_heldout_figures_do_not_regress() {
         Floor {
             clips: 149,
             accuracy: 0.97,
-            humans_as_machine: 1,
-            human_p50_ms: BAR_HUMAN_P50_MS,
-            machine_p50_ms: BAR_MACHINE_P50_MS,
+            humans_as_machine: 2,
+            human_p50_ms: Some(BAR_HUMAN_P50_MS),
+            machine_p50_ms: 2650.0,
         },
     );
 }
@@ -124,10 +134,10 @@ fn third_heldout_figures_do_not_regress() {
         "heldout3",
         Floor {
             clips: 153,
-            accuracy: 0.97,
+            accuracy: 0.98,
             humans_as_machine: 0,
-            human_p50_ms: 900.0,
-            machine_p50_ms: 2800.0,
+            human_p50_ms: Some(850.0),
+            machine_p50_ms: 2900.0,
         },
     );
 }
@@ -141,10 +151,10 @@ fn fourth_heldout_figures_do_not_regress() {
         "heldout4",
         Floor {
             clips: 153,
-            accuracy: 0.97,
+            accuracy: 0.96,
             humans_as_machine: 1,
-            human_p50_ms: 650.0,
-            machine_p50_ms: 2600.0,
+            human_p50_ms: Some(650.0),
+            machine_p50_ms: 2500.0,
         },
     );
 }
@@ -161,9 +171,9 @@ fn fifth_heldout_figures_do_not_regress() {
         Floor {
             clips: 156,
             accuracy: 0.94,
-            humans_as_machine: 3,
-            human_p50_ms: 1000.0,
-            machine_p50_ms: BAR_MACHINE_P50_MS,
+            humans_as_machine: 4,
+            human_p50_ms: Some(950.0),
+            machine_p50_ms: 2600.0,
         },
     );
 }
@@ -179,18 +189,19 @@ fn sixth_heldout_figures_do_not_regress() {
         "heldout6",
         Floor {
             clips: 145,
-            accuracy: 0.93,
-            humans_as_machine: 4,
-            human_p50_ms: 850.0,
-            machine_p50_ms: BAR_MACHINE_P50_MS,
+            accuracy: 0.95,
+            humans_as_machine: 2,
+            human_p50_ms: Some(950.0),
+            machine_p50_ms: 2400.0,
         },
     );
 }
 
 /// `heldout7/` was generated after a2e1748 was frozen and after
-/// `heldout6/` had been looked at. These are this detector's first figures
-/// on it, and nothing that decides a corpus clip changed after them (the
-/// digital-silence rule of 2026-12-05 changes no decision on any set).
+/// `heldout6/` had been looked at. a2e1748 scored 98.5 % here, 2440 ms at
+/// the machine median; the clean-greeting model that followed scores the
+/// same, 2660 ms (its threshold of 0.9), and 98.5 % instead of 93.3 % on
+/// the same machines with clean greetings (not committed).
 #[test]
 fn seventh_heldout_figures_do_not_regress() {
     holds(
@@ -199,8 +210,46 @@ fn seventh_heldout_figures_do_not_regress() {
             clips: 135,
             accuracy: 0.98,
             humans_as_machine: 1,
-            human_p50_ms: 700.0,
-            machine_p50_ms: BAR_MACHINE_P50_MS,
+            human_p50_ms: Some(700.0),
+            machine_p50_ms: 2700.0,
+        },
+    );
+}
+
+/// `heldout8/` was generated after the detector of 2026-12-05 (the model
+/// trained with clean-greeting copies, machine threshold 0.9) was frozen;
+/// these are its first figures. The machine median misses the issue's
+/// 2.5 s: the price of the 0.9 threshold (the detector before it, run once
+/// here for comparison, gave 2500 ms, and 93.5 % on `heldout8_clean/`).
+#[test]
+fn eighth_heldout_figures_do_not_regress() {
+    holds(
+        "heldout8",
+        Floor {
+            clips: 138,
+            accuracy: 0.99,
+            humans_as_machine: 0,
+            human_p50_ms: Some(BAR_HUMAN_P50_MS),
+            machine_p50_ms: 2750.0,
+        },
+    );
+}
+
+/// `heldout8/`'s machines again, with greetings that carry no room of
+/// their own (`generate.py --clean-greetings`): a carrier's or an IVR's
+/// studio prompt, or a phone's noise suppression. The floor then says
+/// nothing, and timing must. The detector before the clean training copies
+/// called 9 of these 60 recordings people.
+#[test]
+fn eighth_heldout_clean_greetings_do_not_regress() {
+    holds(
+        "heldout8_clean",
+        Floor {
+            clips: 60,
+            accuracy: 0.96,
+            humans_as_machine: 0,
+            human_p50_ms: None,
+            machine_p50_ms: 2950.0,
         },
     );
 }

@@ -289,21 +289,29 @@ fn music_before_a_greeting_is_not_dead_air() {
     assert_eq!(c.decision_ms, 10_000, "{c:?}");
 }
 
-/// People whose first sentence (a business answer, a long sentence) runs on:
-/// by timing alone each looks like a greeting, and the timing-only model
-/// (98ebb12) called each a machine. Their pauses sit on the floor of the
-/// line they answered, which the model now hears.
+/// Recordings that carry no room of their own (a carrier's or an IVR's
+/// studio prompt, a greeting recorded through a phone's noise suppression):
+/// their pauses sit on the line's floor, as a person's do. The model of
+/// a2e1748 had only heard greetings with a room, learned that a floor that
+/// did not rise is a person, and called four of these people. Timing must
+/// decide them: a recording talks on, sentence after sentence. (The clean
+/// greetings with long pauses, `greeting_pauses`, are not all caught: by
+/// timing they look like a person who said a sentence and waits.)
 #[test]
-fn a_long_first_sentence_from_the_answering_room_is_a_person() {
-    for (set, file) in [
-        ("heldout", "long_sentence_0352.wav"),
-        ("heldout2", "long_sentence_0644.wav"),
-        ("heldout3", "business_answer_1014.wav"),
-        ("heldout4", "business_answer_1641.wav"),
-    ] {
-        let c = classify(&common::corpus_dir().join(set).join(file)).unwrap();
-        assert_eq!(c.answered_by, "human", "{set}/{file}: {c:?}");
+fn a_recording_without_a_room_of_its_own_is_still_a_machine() {
+    let dir = common::corpus_dir().join("heldout8_clean");
+    let mut checked = 0;
+    for r in common::labels(&dir) {
+        if !["vm_silence", "ivr_menu", "carrier_vm", "personal_vm_beep"]
+            .contains(&r.scenario.as_str())
+        {
+            continue;
+        }
+        let c = classify(&r.path).unwrap();
+        assert_eq!(c.answered_by, "machine_start", "{}: {c:?}", r.file);
+        checked += 1;
     }
+    assert!(checked >= 25, "{checked} clips");
 }
 
 /// "Hello." then, 900 ms later, a voicemail beep: the fast human path has
