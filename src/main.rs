@@ -294,7 +294,7 @@ struct AmdArgs {
     llm_budget_ms: u64,
     /// After a `human` decision, keep listening this long for a voicemail
     /// beep, ms (0: off).
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = dialgate::detect::amd::AmdConfig::default().late_beep_ms)]
     late_beep_ms: u64,
 }
 

@@ -187,7 +187,7 @@ fn default_llm_budget() -> u64 {
     1500
 }
 fn default_late_beep() -> u64 {
-    3000
+    AmdConfig::default().late_beep_ms
 }
 fn default_action() -> String {
     "end_call".into()

@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 
 use super::classifier;
-use super::frontend::Frontend;
+use super::frontend::{FrameOutput, Frontend};
 use super::tones::{Tone, ToneEvent};
 use crate::audio::AudioFrame;
 use crate::onnx::OnnxError;
@@ -458,7 +458,11 @@ impl Amd {
             AmdOutcome::MachineStart => State::AwaitingEnd {
                 since_ms: self.now_ms,
             },
-            AmdOutcome::Human | AmdOutcome::Unknown if self.cfg.late_beep_ms > 0 => {
+            // (a beep ends a greeting only after speech: with none heard,
+            // there is nothing to watch for)
+            AmdOutcome::Human | AmdOutcome::Unknown
+                if self.cfg.late_beep_ms > 0 && self.frontend.features().has_speech() =>
+            {
                 State::BeepWatch {
                     until_ms: self.now_ms.saturating_add(self.cfg.late_beep_ms),
                 }
@@ -481,15 +485,24 @@ impl Amd {
             return Ok(());
         }
         self.now_ms = frame.end_ms();
-        if let State::BeepWatch { until_ms } = self.state
-            && self.now_ms > until_ms
-        {
-            self.state = State::Done;
-            return Ok(());
-        }
+        let watching = match self.state {
+            State::BeepWatch { until_ms } if self.now_ms > until_ms => {
+                self.state = State::Done;
+                return Ok(());
+            }
+            State::BeepWatch { .. } => true,
+            _ => false,
+        };
         let mut tones = std::mem::take(&mut self.tones);
         tones.clear();
-        let out = self.frontend.push_frame(frame, |e| tones.push(e))?;
+        // (after a decision only a beep can still matter: the VAD and the
+        // features are not run for it)
+        let out = if watching {
+            self.frontend.push_tones(frame, |e| tones.push(e));
+            FrameOutput::default()
+        } else {
+            self.frontend.push_frame(frame, |e| tones.push(e))?
+        };
         for &tone in &tones {
             self.on_tone(tone);
         }
@@ -521,9 +534,8 @@ impl Amd {
         let has_speech = self.frontend.features().has_speech();
         match (self.state, tone) {
             (State::Done, _) => {}
-            (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if has_speech => {
-                // (as while listening: only a beep after speech ends a
-                // greeting; SIT and fax tones do not follow a person)
+            (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
+                // (SIT and fax tones do not follow a person)
                 self.decide(AmdOutcome::MachineStart, Trigger::LateBeep, None);
                 self.decide(AmdOutcome::MachineEndBeep, Trigger::LateBeep, Some(b));
             }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::amd::{Amd, AmdConfig, AmdDecision, AmdError, AmdEvent, AmdOutcome, LlmVerdict};
+use super::amd::{
+    Amd, AmdConfig, AmdDecision, AmdError, AmdEvent, AmdOutcome, LlmVerdict, Trigger,
+};
 use super::baseline::{AsteriskAmd, Baseline, TwilioAmd};
 use super::corpus::{self, LabelRow, Truth};
 use crate::audio::wav::{WavError, WavReader};
@@ -264,7 +266,7 @@ pub fn classify_baseline(
         outcome: AmdOutcome::Unknown,
         at_ms: audio_ms,
         p_machine: 0.0,
-        trigger: super::amd::Trigger::EndOfAudio,
+        trigger: Trigger::EndOfAudio,
         beep: None,
         escalated: false,
     });
@@ -491,8 +493,12 @@ pub fn report(
                 machines += 1;
                 if pred == "human" {
                     m_as_h += 1;
-                    late_beep_corrections +=
-                        usize::from(r.result.timeline.iter().any(|t| t.trigger == "late_beep"));
+                    late_beep_corrections += usize::from(
+                        r.result
+                            .timeline
+                            .iter()
+                            .any(|t| t.trigger == Trigger::LateBeep.as_str()),
+                    );
                 }
                 if pred == "machine" {
                     machine_lat.push(r.result.decision_ms as f64);

@@ -76,13 +76,9 @@ impl Frontend {
     pub fn push_frame(
         &mut self,
         frame: &AudioFrame,
-        mut on_tone: impl FnMut(ToneEvent),
+        on_tone: impl FnMut(ToneEvent),
     ) -> Result<FrameOutput, OnnxError> {
-        self.tones.push_frame(frame, &mut on_tone);
-        // (the tone bank has measured the frame's level already)
-        if self.tones.level_dbfs() >= SOUND_DBFS {
-            self.last_sound_ms = Some(frame.end_ms());
-        }
+        self.push_tones(frame, on_tone);
         let mut out = FrameOutput::default();
         let features = &mut self.features;
         self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
@@ -99,6 +95,16 @@ impl Frontend {
             self.greeting_len += FRAME_SAMPLES;
         }
         Ok(out)
+    }
+
+    /// Only the tone bank (and the sound clock) hears this frame: once a
+    /// decision is made, a beep is all that can still change it, and the
+    /// VAD's inference is the costly part of a frame.
+    pub fn push_tones(&mut self, frame: &AudioFrame, on_tone: impl FnMut(ToneEvent)) {
+        self.tones.push_frame(frame, on_tone);
+        if self.tones.level_dbfs() >= SOUND_DBFS {
+            self.last_sound_ms = Some(frame.end_ms());
+        }
     }
 
     /// Heap bytes owned (the greeting buffer); the struct itself, with the
