@@ -28,6 +28,7 @@ fn events(path: &std::path::Path) -> Vec<ToneEvent> {
 fn tone_bank_on_the_corpus() {
     // train and heldout (the top-level labels), the later held-out sets and
     // the clean-greeting copies (the beeps are the same, the rooms are gone)
+    // and the prompt-human copies (people: no beep may be found)
     let mut rows = common::labels(&common::corpus_dir());
     for later in [
         "heldout2",
@@ -39,6 +40,8 @@ fn tone_bank_on_the_corpus() {
         "heldout8",
         "train_clean",
         "heldout8_clean",
+        "train_prompt",
+        "heldout8_prompt",
     ] {
         rows.extend(common::labels(&common::corpus_dir().join(later)));
     }
