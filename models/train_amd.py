@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train and train_clean.
+"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train, train_clean and train_prompt.
 
 The features are not computed here: `dialgate amd features` (the Rust front
 end the live detector runs) writes them to models/amd_train_features.csv, and
@@ -17,8 +17,15 @@ Fax, SIT and silence are decided by tones and rules, not by the model.
 that carry no room of their own (generate.py --clean-greetings): a carrier's
 or an IVR's studio prompt, or a greeting recorded through a phone's noise
 suppression. Without them the model learned that a floor that did not rise
-is a person, and called such recordings people. A clip and its clean copy
-are one group in cross-validation.
+is a person, and called such recordings people.
+
+`train_prompt/` holds the same indices' human clips with the person speaking
+50-280 ms after answer instead of 250-1400 ms (generate.py --prompt-humans).
+Without them the model learned that speech within 250 ms of answer is a
+recording (every such training clip was one), and called 39 % of prompt
+people machines.
+
+A clip and its copies are one group in cross-validation.
 
 Usage: python3 models/train_amd.py [--features FILE] [--no-extract]
 Needs: numpy, scikit-learn, skl2onnx, onnx (pip), and cargo.
@@ -40,13 +47,14 @@ SEED = 20261204
 # Standard deviation of the per-clip offset added to floor_rise_db (see
 # jitter_floor); 3 dB was also tried and lost more than it gained.
 FLOOR_JITTER_DB = 1.5
-# The weight of a machine clip that its clean copy (train_clean/) carries.
-CLEAN_SHARE = 0.5
+# The weight of a clip that its copy (train_clean/, train_prompt/) carries.
+COPY_SHARE = 0.5
 
 
 # The directories under fixtures/amd/ trained on; the table's `file` column
-# is relative to fixtures/amd/.
-TRAIN_DIRS = ["train", "train_clean"]
+# is relative to fixtures/amd/. Every directory but the first holds copies of
+# some of train/'s clips, drawn the same but for one thing.
+TRAIN_DIRS = ["train", "train_clean", "train_prompt"]
 
 
 def extract(out):
@@ -76,7 +84,7 @@ def load(path):
 
 
 def select(rows, names):
-    X, y, groups, scen, clean = [], [], [], [], []
+    X, y, groups, scen, copy = [], [], [], [], []
     for r in rows:
         if r["label"] not in ("human", "machine") or r["has_speech"] != "1":
             continue
@@ -91,12 +99,12 @@ def select(rows, names):
             continue
         X.append([float(r[n]) for n in names])
         y.append(1 if r["label"] == "machine" else 0)
-        # a clip and its clean copy share a group
+        # a clip and its copies share a group
         groups.append(os.path.basename(r["file"]))
         scen.append(r["scenario"])
-        clean.append(r["file"].startswith("train_clean/"))
+        copy.append(not r["file"].startswith(TRAIN_DIRS[0] + "/"))
     return (np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen),
-            np.array(clean))
+            np.array(copy))
 
 
 def jitter_floor(X, names, groups):
@@ -116,17 +124,17 @@ def jitter_floor(X, names, groups):
             X[i, rise] += offset[g]
 
 
-def clip_weights(groups, clean):
-    """Each clip weighs the same, however many snapshots it has; a machine
-    clip and its clean copy weigh as one clip, CLEAN_SHARE of it the copy's
-    (so the classes keep their balance)."""
-    keys = np.array([f"{g}|{int(c)}" for g, c in zip(groups, clean)])
+def clip_weights(groups, copy):
+    """Each clip weighs the same, however many snapshots it has; a clip and
+    its copy weigh as one clip, COPY_SHARE of it the copy's (so the classes
+    keep their balance)."""
+    keys = np.array([f"{g}|{int(c)}" for g, c in zip(groups, copy)])
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     w = 1.0 / counts[inverse]
-    has_copy = {g for g, c in zip(groups, clean) if c}
-    for i, (g, c) in enumerate(zip(groups, clean)):
+    has_copy = {g for g, c in zip(groups, copy) if c}
+    for i, (g, c) in enumerate(zip(groups, copy)):
         if g in has_copy:
-            w[i] *= CLEAN_SHARE if c else 1.0 - CLEAN_SHARE
+            w[i] *= COPY_SHARE if c else 1.0 - COPY_SHARE
     return w
 
 
@@ -143,14 +151,14 @@ def main():
     if not args.no_extract:
         extract(args.features)
     rows, names = load(args.features)
-    X, y, groups, scen, clean = select(rows, names)
+    X, y, groups, scen, copy = select(rows, names)
     jitter_floor(X, names, groups)
     print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
 
     # Grouped cross-validation (a clip's snapshots never straddle folds).
     oof = np.zeros(len(y))
     for tr, te in GroupKFold(n_splits=5).split(X, y, groups):
-        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], clean[tr]))
+        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], copy[tr]))
         oof[te] = m.predict_proba(X[te])[:, 1]
     acc = ((oof >= 0.5) == y).mean()
     hum_fp = ((oof >= 0.85) & (y == 0)).sum() / max(1, (y == 0).sum())
@@ -158,7 +166,7 @@ def main():
     print(f"grouped 5-fold CV, snapshot level: accuracy@0.5 {acc:.3f}, "
           f"humans >= 0.85: {hum_fp:.4f}, machines >= 0.85: {mach_hit:.3f}", file=sys.stderr)
 
-    clf = model().fit(X, y, sample_weight=clip_weights(groups, clean))
+    clf = model().fit(X, y, sample_weight=clip_weights(groups, copy))
     importances = sorted(zip(names, clf.feature_importances_), key=lambda kv: -kv[1])
 
     from skl2onnx import convert_sklearn
