@@ -277,7 +277,7 @@ enum AgentCommand {
 #[derive(clap::Args, Clone)]
 struct AmdArgs {
     /// The seed's initial check delay: the longest wait for a decision, ms.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = dialgate::detect::amd::AmdConfig::default().initial_check_delay_ms)]
     initial_check_delay_ms: u64,
     /// When unsure and no LLM answers: human, machine or unknown.
     #[arg(long, default_value = "human")]

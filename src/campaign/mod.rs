@@ -181,7 +181,7 @@ fn yes() -> bool {
     true
 }
 fn default_check_delay() -> u64 {
-    2500
+    AmdConfig::default().initial_check_delay_ms
 }
 fn default_llm_budget() -> u64 {
     1500
