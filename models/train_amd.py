@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train, train_clean and train_prompt.
+"""Trains the AMD classifier (models/amd.onnx) on fixtures/amd/train and its copies.
 
 The features are not computed here: `dialgate amd features` (the Rust front
 end the live detector runs) writes them to models/amd_train_features.csv, and
@@ -25,7 +25,13 @@ Without them the model learned that speech within 250 ms of answer is a
 recording (every such training clip was one), and called 39 % of prompt
 people machines.
 
-A clip and its copies are one group in cross-validation.
+`train_late/` holds the same indices' machine clips with the greeting
+starting 900-2500 ms after answer instead of 80-900 ms (generate.py
+--late-greetings). Without them the model took late speech for a person and
+called 23 % of late greetings people.
+
+A clip and its copies are one group in cross-validation and weigh as one
+clip: the original half of it, its copies the other half between them.
 
 Usage: python3 models/train_amd.py [--features FILE] [--no-extract]
 Needs: numpy, scikit-learn, skl2onnx, onnx (pip), and cargo.
@@ -47,14 +53,15 @@ SEED = 20261204
 # Standard deviation of the per-clip offset added to floor_rise_db (see
 # jitter_floor); 3 dB was also tried and lost more than it gained.
 FLOOR_JITTER_DB = 1.5
-# The weight of a clip that its copy (train_clean/, train_prompt/) carries.
+# The share of a clip's weight that its copies (train_clean/, train_prompt/,
+# train_late/) carry between them.
 COPY_SHARE = 0.5
 
 
 # The directories under fixtures/amd/ trained on; the table's `file` column
 # is relative to fixtures/amd/. Every directory but the first holds copies of
 # some of train/'s clips, drawn the same but for one thing.
-TRAIN_DIRS = ["train", "train_clean", "train_prompt"]
+TRAIN_DIRS = ["train", "train_clean", "train_prompt", "train_late"]
 
 
 def extract(out):
@@ -84,7 +91,7 @@ def load(path):
 
 
 def select(rows, names):
-    X, y, groups, scen, copy = [], [], [], [], []
+    X, y, groups, scen, copy, files = [], [], [], [], [], []
     for r in rows:
         if r["label"] not in ("human", "machine") or r["has_speech"] != "1":
             continue
@@ -103,8 +110,9 @@ def select(rows, names):
         groups.append(os.path.basename(r["file"]))
         scen.append(r["scenario"])
         copy.append(not r["file"].startswith(TRAIN_DIRS[0] + "/"))
+        files.append(r["file"])
     return (np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen),
-            np.array(copy))
+            np.array(copy), np.array(files))
 
 
 def jitter_floor(X, names, groups):
@@ -124,17 +132,20 @@ def jitter_floor(X, names, groups):
             X[i, rise] += offset[g]
 
 
-def clip_weights(groups, copy):
-    """Each clip weighs the same, however many snapshots it has; a clip and
-    its copy weigh as one clip, COPY_SHARE of it the copy's (so the classes
-    keep their balance)."""
-    keys = np.array([f"{g}|{int(c)}" for g, c in zip(groups, copy)])
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+def clip_weights(groups, copy, files):
+    """Each clip group weighs the same, however many snapshots and copies it
+    has: a clip and its copies share one clip's weight, the original
+    1 - COPY_SHARE of it and its copies COPY_SHARE between them (so the
+    classes keep their balance)."""
+    _, inverse, counts = np.unique(files, return_inverse=True, return_counts=True)
     w = 1.0 / counts[inverse]
-    has_copy = {g for g, c in zip(groups, copy) if c}
+    copies = {}
+    for g, f, c in zip(groups, files, copy):
+        if c:
+            copies.setdefault(g, set()).add(f)
     for i, (g, c) in enumerate(zip(groups, copy)):
-        if g in has_copy:
-            w[i] *= COPY_SHARE if c else 1.0 - COPY_SHARE
+        if g in copies:
+            w[i] *= COPY_SHARE / len(copies[g]) if c else 1.0 - COPY_SHARE
     return w
 
 
@@ -151,14 +162,14 @@ def main():
     if not args.no_extract:
         extract(args.features)
     rows, names = load(args.features)
-    X, y, groups, scen, copy = select(rows, names)
+    X, y, groups, scen, copy, files = select(rows, names)
     jitter_floor(X, names, groups)
     print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
 
     # Grouped cross-validation (a clip's snapshots never straddle folds).
     oof = np.zeros(len(y))
     for tr, te in GroupKFold(n_splits=5).split(X, y, groups):
-        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], copy[tr]))
+        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], copy[tr], files[tr]))
         oof[te] = m.predict_proba(X[te])[:, 1]
     acc = ((oof >= 0.5) == y).mean()
     hum_fp = ((oof >= 0.85) & (y == 0)).sum() / max(1, (y == 0).sum())
@@ -166,7 +177,7 @@ def main():
     print(f"grouped 5-fold CV, snapshot level: accuracy@0.5 {acc:.3f}, "
           f"humans >= 0.85: {hum_fp:.4f}, machines >= 0.85: {mach_hit:.3f}", file=sys.stderr)
 
-    clf = model().fit(X, y, sample_weight=clip_weights(groups, copy))
+    clf = model().fit(X, y, sample_weight=clip_weights(groups, copy, files))
     importances = sorted(zip(names, clf.feature_importances_), key=lambda kv: -kv[1])
 
     from skl2onnx import convert_sklearn

@@ -103,10 +103,10 @@ fn heldout_figures_do_not_regress() {
         "heldout",
         Floor {
             clips: 128,
-            accuracy: 0.97,
-            humans_as_machine: 1,
+            accuracy: 0.98,
+            humans_as_machine: 0,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(2700.0),
+            machine_p50_ms: Some(2800.0),
         },
     );
 }
@@ -120,7 +120,7 @@ fn second_heldout_figures_do_not_regress() {
             accuracy: 0.97,
             humans_as_machine: 1,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(2650.0),
+            machine_p50_ms: Some(2850.0),
         },
     );
 }
@@ -154,7 +154,7 @@ fn fourth_heldout_figures_do_not_regress() {
         "heldout4",
         Floor {
             clips: 153,
-            accuracy: 0.96,
+            accuracy: 0.95,
             humans_as_machine: 2,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
             machine_p50_ms: Some(2950.0),
@@ -173,10 +173,10 @@ fn fifth_heldout_figures_do_not_regress() {
         "heldout5",
         Floor {
             clips: 156,
-            accuracy: 0.96,
-            humans_as_machine: 4,
-            human_p50_ms: Some(700.0),
-            machine_p50_ms: Some(2700.0),
+            accuracy: 0.98,
+            humans_as_machine: 1,
+            human_p50_ms: Some(1100.0),
+            machine_p50_ms: Some(3100.0),
         },
     );
 }
@@ -193,7 +193,7 @@ fn sixth_heldout_figures_do_not_regress() {
         Floor {
             clips: 145,
             accuracy: 0.95,
-            humans_as_machine: 4,
+            humans_as_machine: 3,
             human_p50_ms: Some(700.0),
             machine_p50_ms: Some(2600.0),
         },
@@ -214,7 +214,7 @@ fn seventh_heldout_figures_do_not_regress() {
             accuracy: 0.97,
             humans_as_machine: 2,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(2650.0),
+            machine_p50_ms: Some(2850.0),
         },
     );
 }
@@ -234,7 +234,7 @@ fn eighth_heldout_figures_do_not_regress() {
             accuracy: 0.99,
             humans_as_machine: 0,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(2800.0),
+            machine_p50_ms: Some(3000.0),
         },
     );
 }
@@ -250,10 +250,10 @@ fn eighth_heldout_clean_greetings_do_not_regress() {
         "heldout8_clean",
         Floor {
             clips: 60,
-            accuracy: 0.98,
+            accuracy: 0.96,
             humans_as_machine: 0,
             human_p50_ms: None,
-            machine_p50_ms: Some(3350.0),
+            machine_p50_ms: Some(3700.0),
         },
     );
 }
@@ -273,9 +273,29 @@ fn eighth_heldout_prompt_people_do_not_regress() {
         Floor {
             clips: 62,
             accuracy: 0.98,
-            humans_as_machine: 0,
-            human_p50_ms: Some(650.0),
+            humans_as_machine: 1,
+            human_p50_ms: Some(BAR_HUMAN_P50_MS),
             machine_p50_ms: None,
+        },
+    );
+}
+
+/// `heldout8/`'s machines again, with the greeting starting 900-2500 ms
+/// after answer instead of 80-900 ms (`generate.py --late-greetings`): a
+/// voicemail system that takes its time, or plays a short silence first.
+/// The model trained before `train_late/` took late speech for a person and
+/// called 13 of these 60 recordings people (115 of 504 on late copies of
+/// `heldout2`-`heldout10`), at a machine median of 6.6 s.
+#[test]
+fn eighth_heldout_late_greetings_do_not_regress() {
+    holds(
+        "heldout8_late",
+        Floor {
+            clips: 60,
+            accuracy: 0.93,
+            humans_as_machine: 0,
+            human_p50_ms: None,
+            machine_p50_ms: Some(3900.0),
         },
     );
 }

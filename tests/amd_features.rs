@@ -34,14 +34,16 @@ fn rust_features_equal_the_training_table() {
     let mut files: Vec<&str> = by_file.keys().copied().collect();
     files.sort();
     // Every 12th clip: all scenarios and every directory (`train/`,
-    // `train_clean/`, `train_prompt/`; the table's paths are relative to
-    // fixtures/amd/) are covered, the test stays quick.
+    // `train_clean/`, `train_prompt/`, `train_late/`; the table's paths are
+    // relative to fixtures/amd/) are covered, the test stays quick.
     let mut checked = 0;
     let mut clean = 0;
     let mut prompt = 0;
+    let mut late = 0;
     for file in files.iter().step_by(12) {
         clean += usize::from(file.starts_with("train_clean/"));
         prompt += usize::from(file.starts_with("train_prompt/"));
+        late += usize::from(file.starts_with("train_late/"));
         let fresh = clip_features(&root.join("fixtures/amd").join(file), 100, 8000).unwrap();
         let table = &by_file[file];
         assert_eq!(fresh.len(), table.len(), "{file}: snapshot count");
@@ -56,7 +58,8 @@ fn rust_features_equal_the_training_table() {
         }
         checked += 1;
     }
-    assert!(checked >= 45, "checked {checked} clips");
+    assert!(checked >= 55, "checked {checked} clips");
     assert!(clean >= 10, "checked {clean} clean copies");
     assert!(prompt >= 10, "checked {prompt} prompt copies");
+    assert!(late >= 10, "checked {late} late copies");
 }

@@ -28,7 +28,8 @@ fn events(path: &std::path::Path) -> Vec<ToneEvent> {
 fn tone_bank_on_the_corpus() {
     // train and heldout (the top-level labels), the later held-out sets and
     // the clean-greeting copies (the beeps are the same, the rooms are gone)
-    // and the prompt-human copies (people: no beep may be found)
+    // and the prompt-human copies (people: no beep may be found), and the
+    // late-greeting copies (the same beeps, later)
     let mut rows = common::labels(&common::corpus_dir());
     for later in [
         "heldout2",
@@ -42,6 +43,8 @@ fn tone_bank_on_the_corpus() {
         "heldout8_clean",
         "train_prompt",
         "heldout8_prompt",
+        "train_late",
+        "heldout8_late",
     ] {
         rows.extend(common::labels(&common::corpus_dir().join(later)));
     }
