@@ -17,7 +17,7 @@
 //! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
 //! | model p ≥ 0.9 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
-//! | no speech for 5 s (10 s while music or tones still sound) | `unknown` (never machine) | `silence` |
+//! | no speech for 5 s (10 s while music or tones still sound; key presses the VAD took for speech are none) | `unknown` (never machine) | `silence` |
 //! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began), p ≥ 0.9 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
 //! | … p between 0.3 and 0.9 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
@@ -387,6 +387,8 @@ pub struct Amd {
     now_ms: u64,
     first_speech_seen_ms: Option<u64>,
     deadline_passed: bool,
+    /// Key presses the tone bank heard, ms in all.
+    dtmf_ms: u64,
 }
 
 impl std::fmt::Debug for Amd {
@@ -417,6 +419,7 @@ impl Amd {
             now_ms: 0,
             first_speech_seen_ms: None,
             deadline_passed: false,
+            dtmf_ms: 0,
         })
     }
 
@@ -471,7 +474,7 @@ impl Amd {
             // (a beep ends a greeting only after speech: with none heard,
             // there is nothing to watch for)
             AmdOutcome::Human | AmdOutcome::Unknown
-                if self.cfg.late_beep_ms > 0 && self.frontend.features().has_speech() =>
+                if self.cfg.late_beep_ms > 0 && self.voice_heard() =>
             {
                 State::BeepWatch {
                     until_ms: self.now_ms.saturating_add(self.cfg.late_beep_ms),
@@ -518,7 +521,7 @@ impl Amd {
         }
         self.tones = tones;
         if self.is_listening()
-            && self.frontend.features().has_speech()
+            && self.voice_heard()
             && self.frontend.tones().tone_in_progress().is_some()
         {
             // A beep-like tone has sounded for the shortest beep's length
@@ -541,7 +544,14 @@ impl Amd {
     }
 
     fn on_tone(&mut self, tone: ToneEvent) {
-        let has_speech = self.frontend.features().has_speech();
+        if let ToneEvent::Dtmf {
+            start_ms, end_ms, ..
+        } = tone
+        {
+            self.dtmf_ms += end_ms.saturating_sub(start_ms);
+            return;
+        }
+        let has_speech = self.voice_heard();
         match (self.state, tone) {
             (State::Done, _) => {}
             (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
@@ -585,7 +595,7 @@ impl Amd {
                 }
             }
             State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
-                if !f.has_speech() {
+                if !self.voice_heard() {
                     let sounding = || {
                         self.frontend
                             .last_sound_ms()
@@ -731,6 +741,15 @@ impl Amd {
         self.defer(Trigger::LlmFailed, until_ms);
     }
 
+    /// Whether the callee said anything: speech the VAD heard that key
+    /// presses do not account for. Silero VAD now and then takes a DTMF key
+    /// (a loud dual tone) for 64–128 ms of speech, and a callee who only
+    /// pressed keys has not answered with a voice: no `human` on that.
+    fn voice_heard(&self) -> bool {
+        let f = self.frontend.features();
+        f.has_speech() && (self.dtmf_ms == 0 || f.speech_ms() > self.dtmf_ms)
+    }
+
     /// Still deciding who answered (not waiting for a greeting's end).
     fn is_listening(&self) -> bool {
         matches!(
@@ -776,7 +795,7 @@ impl Amd {
                 self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None)
             }
             State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
-                if !self.frontend.features().has_speech() {
+                if !self.voice_heard() {
                     self.decide(AmdOutcome::Unknown, Trigger::EndOfAudio, None);
                 } else if self.p_machine >= self.cfg.machine_threshold {
                     self.decide(AmdOutcome::MachineStart, Trigger::EndOfAudio, None);
