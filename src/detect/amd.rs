@@ -14,7 +14,7 @@
 //! | SIT triple | `sit` | `tone` |
 //! | fax CED, or CNG before any speech | `fax` | `tone` |
 //! | a beep after speech (once it has sounded 120 ms, then at its end) | `machine_start` then `machine_end_beep` | `beep` |
-//! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
+//! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1.2 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
 //! | model p ≥ 0.9 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
 //! | no speech for 5 s (10 s while music or tones still sound; key presses the VAD took for speech are none) | `unknown` (never machine) | `silence` |
@@ -253,7 +253,11 @@ pub struct AmdConfig {
     /// First utterances at least this long need
     /// [`human_silence_long_ms`](Self::human_silence_long_ms) of silence: a
     /// sentence that long is as likely a greeting's first line, and a person
-    /// who said it waits longer for an answer anyway.
+    /// who said it waits longer for an answer anyway. 1200 ms: "Hello, who is
+    /// this?" is about a second, and at 1000 ms such people waited 1200 ms
+    /// for their answer (the human median of a set sat on that cliff). The
+    /// greetings this lets through, short lines of 1.0–1.2 s, end in a beep
+    /// that the late-beep watch still catches.
     pub long_utterance_ms: u64,
     /// Silence after a long first utterance that makes it a human. 1200 ms,
     /// Twilio's default `MachineDetectionSpeechEndThreshold`: a recorded
@@ -322,7 +326,7 @@ impl Default for AmdConfig {
             human_threshold: 0.35,
             deadline_human_threshold: 0.3,
             human_silence_ms: 450,
-            long_utterance_ms: 1000,
+            long_utterance_ms: 1200,
             human_silence_long_ms: 1200,
             human_max_utterance_ms: 4500,
             short_hello_ms: 1200,
