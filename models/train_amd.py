@@ -91,7 +91,7 @@ def load(path):
 
 
 def select(rows, names):
-    X, y, groups, scen, copy, files = [], [], [], [], [], []
+    X, y, groups, files = [], [], [], []
     for r in rows:
         if r["label"] not in ("human", "machine") or r["has_speech"] != "1":
             continue
@@ -108,11 +108,8 @@ def select(rows, names):
         y.append(1 if r["label"] == "machine" else 0)
         # a clip and its copies share a group
         groups.append(os.path.basename(r["file"]))
-        scen.append(r["scenario"])
-        copy.append(not r["file"].startswith(TRAIN_DIRS[0] + "/"))
         files.append(r["file"])
-    return (np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(scen),
-            np.array(copy), np.array(files))
+    return np.array(X, dtype=np.float32), np.array(y), np.array(groups), np.array(files)
 
 
 def jitter_floor(X, names, groups):
@@ -132,11 +129,12 @@ def jitter_floor(X, names, groups):
             X[i, rise] += offset[g]
 
 
-def clip_weights(groups, copy, files):
+def clip_weights(groups, files):
     """Each clip group weighs the same, however many snapshots and copies it
     has: a clip and its copies share one clip's weight, the original
     1 - COPY_SHARE of it and its copies COPY_SHARE between them (so the
-    classes keep their balance)."""
+    classes keep their balance). A copy is a file outside TRAIN_DIRS[0]."""
+    copy = np.array([not f.startswith(TRAIN_DIRS[0] + "/") for f in files])
     _, inverse, counts = np.unique(files, return_inverse=True, return_counts=True)
     w = 1.0 / counts[inverse]
     copies = {}
@@ -162,14 +160,14 @@ def main():
     if not args.no_extract:
         extract(args.features)
     rows, names = load(args.features)
-    X, y, groups, scen, copy, files = select(rows, names)
+    X, y, groups, files = select(rows, names)
     jitter_floor(X, names, groups)
     print(f"{len(X)} snapshots from {len(set(groups))} clips; {y.mean():.1%} machine", file=sys.stderr)
 
     # Grouped cross-validation (a clip's snapshots never straddle folds).
     oof = np.zeros(len(y))
     for tr, te in GroupKFold(n_splits=5).split(X, y, groups):
-        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], copy[tr], files[tr]))
+        m = model().fit(X[tr], y[tr], sample_weight=clip_weights(groups[tr], files[tr]))
         oof[te] = m.predict_proba(X[te])[:, 1]
     acc = ((oof >= 0.5) == y).mean()
     hum_fp = ((oof >= 0.85) & (y == 0)).sum() / max(1, (y == 0).sum())
@@ -177,13 +175,16 @@ def main():
     print(f"grouped 5-fold CV, snapshot level: accuracy@0.5 {acc:.3f}, "
           f"humans >= 0.85: {hum_fp:.4f}, machines >= 0.85: {mach_hit:.3f}", file=sys.stderr)
 
-    clf = model().fit(X, y, sample_weight=clip_weights(groups, copy, files))
+    clf = model().fit(X, y, sample_weight=clip_weights(groups, files))
     importances = sorted(zip(names, clf.feature_importances_), key=lambda kv: -kv[1])
 
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     onx = convert_sklearn(clf, initial_types=[("input", FloatTensorType([None, len(names)]))],
                           options={id(clf): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
+    # (skl2onnx names the graph with a random UUID; a fixed name makes the
+    # export the same bytes on every run)
+    onx.graph.name = "amd"
     meta = onx.metadata_props.add()
     meta.key, meta.value = "features", ",".join(names)
     out = os.path.join(HERE, "amd.onnx")

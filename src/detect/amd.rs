@@ -555,7 +555,7 @@ impl Amd {
             self.dtmf_ms += end_ms.saturating_sub(start_ms);
             return;
         }
-        let has_speech = self.voice_heard();
+        let voice = self.voice_heard();
         match (self.state, tone) {
             (State::Done, _) => {}
             (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
@@ -570,10 +570,10 @@ impl Amd {
             (State::AwaitingEnd { .. }, _) => {}
             (_, ToneEvent::Sit { .. }) => self.decide(AmdOutcome::Sit, Trigger::Tone, None),
             (_, ToneEvent::FaxCed { .. }) => self.decide(AmdOutcome::Fax, Trigger::Tone, None),
-            (_, ToneEvent::FaxCng(_)) if !has_speech => {
+            (_, ToneEvent::FaxCng(_)) if !voice => {
                 self.decide(AmdOutcome::Fax, Trigger::Tone, None)
             }
-            (_, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if has_speech => {
+            (_, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if voice => {
                 // A beep after speech: a greeting just ended. A beep with no
                 // speech before it is ignored (a stray tone or a cadence).
                 self.decide(AmdOutcome::MachineStart, Trigger::Beep, None);
