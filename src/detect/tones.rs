@@ -381,9 +381,11 @@ impl ToneBank {
         if let Some(beep) = self.pending_beep
             && t0 >= beep.end_ms + 40
         {
+            // (the second tone may be held in `ended` across a lost frame)
             let continuing_sit = self
                 .run
                 .as_ref()
+                .or(self.ended.as_ref().map(|(r, _)| r))
                 .is_some_and(|r| in_band(r.freq(), SIT_BANDS[1], 0.015));
             if !continuing_sit {
                 out(ToneEvent::Beep(beep));
@@ -885,6 +887,32 @@ mod tests {
         // a lone 950 Hz beep of SIT length is still a beep
         let ev = run(&beep_at(950.0, 400, 300, -15.0));
         assert_eq!(beeps(&ev).len(), 1, "{ev:?}");
+    }
+
+    /// A lost frame just after SIT's second tone began (the frame that
+    /// decides whether the first tone was a beep) must not turn the triple
+    /// into three beeps. Found on a recorded-voice copy of `heldout5`
+    /// (generate.py --recorded-voices), whose frame loss fell there.
+    #[test]
+    fn sit_survives_a_lost_frame_in_its_second_tone() {
+        let mut x = synth::silence(500);
+        for f in [913.8, 1428.5, 1776.7] {
+            x.extend(synth::tones(&[f], -16.0, 274));
+        }
+        x.extend(synth::silence(600));
+        // the tones start at 500, 774 and 1048 ms; lose each 20 ms frame
+        // of the second one's first 60 ms in turn
+        for lost_ms in [780u64, 800, 820] {
+            let mut y = x.clone();
+            let at = (lost_ms * 8) as usize;
+            y[at..at + FRAME_SAMPLES].fill(0);
+            let ev = run(&y);
+            assert!(
+                ev.iter().any(|e| matches!(e, ToneEvent::Sit { .. })),
+                "lost {lost_ms} ms: {ev:?}"
+            );
+            assert!(beeps(&ev).is_empty(), "lost {lost_ms} ms: {ev:?}");
+        }
     }
 
     #[test]
