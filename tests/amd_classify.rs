@@ -434,3 +434,30 @@ fn key_presses_the_vad_took_for_speech_are_not_a_person() {
         assert_eq!(c.timeline[0].trigger, "silence", "{}: {c:?}", r.file);
     }
 }
+
+/// Two clips of the recorded-voice stress test (`generate.py
+/// --recorded-voices`: real speakers, French and Italian, instead of TTS),
+/// each of which the tone bank once got wrong:
+/// - a person's answer ("business_answer", June, French) whose loud,
+///   clipped vowel passed every frame test of a pure tone for 120 ms: a
+///   "beep" after speech called the person a machine 1.56 s in. A beep
+///   under 200 ms must now be as steady as an oscillator.
+/// - SIT then an announcement (Carlo, Italian), with a frame lost just
+///   after the second tone began: the first tone was reported as a beep
+///   and the triple missed, and the announcement was called a machine.
+#[test]
+fn recorded_voices_a_vowel_is_no_beep_and_a_lost_frame_does_not_hide_sit() {
+    let dir = common::corpus_dir().join("recorded_voices");
+    let person = classify(&dir.join("business_answer_1806.wav")).unwrap();
+    assert_eq!(person.answered_by, "human", "{person:?}");
+    assert!(person.beep.is_none(), "{person:?}");
+    assert!(
+        person
+            .timeline
+            .iter()
+            .all(|d| !d.outcome.starts_with("machine")),
+        "{person:?}"
+    );
+    let sit = classify(&dir.join("sit_2170.wav")).unwrap();
+    assert_eq!(sit.answered_by, "sit", "{sit:?}");
+}

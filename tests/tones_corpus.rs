@@ -29,7 +29,9 @@ fn tone_bank_on_the_corpus() {
     // train and heldout (the top-level labels), the later held-out sets and
     // the clean-greeting copies (the beeps are the same, the rooms are gone)
     // and the prompt-human copies (people: no beep may be found), and the
-    // late-greeting copies (the same beeps, later)
+    // late-greeting copies (the same beeps, later), and two clips of real
+    // recorded voices that once fooled the bank (a vowel taken for a beep, a
+    // lost frame that split SIT)
     let mut rows = common::labels(&common::corpus_dir());
     for later in [
         "heldout2",
@@ -45,6 +47,7 @@ fn tone_bank_on_the_corpus() {
         "heldout8_prompt",
         "train_late",
         "heldout8_late",
+        "recorded_voices",
     ] {
         rows.extend(common::labels(&common::corpus_dir().join(later)));
     }
