@@ -15,10 +15,10 @@
 //! | fax CED, or CNG before any speech | `fax` | `tone` |
 //! | a beep after speech (once it has sounded 120 ms, then at its end) | `machine_start` then `machine_end_beep` | `beep` |
 //! | speech of ≤ 4.5 s then silence with no tone sounding (450 ms after < 1.2 s of speech, 1200 ms after more), model p < 0.35 | `human` | `short_utterance` |
-//! | model p ≥ 0.9 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
+//! | model p ≥ 0.9 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended; speech that resumed after a pause of ≥ 0.9 s must have lasted 1 s: a second "Hello?" is short) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 5.5 s of continuous speech, before the fallback's wait (so with the LLM asked, or `max_wait_ms` raised) | `machine_start` | `long_speech` |
 //! | no speech for 5 s (10 s while music or tones still sound; key presses the VAD took for speech are none) | `unknown` (never machine) | `silence` |
-//! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began), p ≥ 0.9 | `machine_start` | `deadline` |
+//! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began; not while speech that resumed after a 0.9 s pause is under 1 s), p ≥ 0.9 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent | `human` | `deadline` |
 //! | … p between 0.3 and 0.9 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //! | a beep after speech within `late_beep_ms` (3 s) of a `human` or `unknown` | `machine_start` then `machine_end_beep` | `late_beep` |
@@ -316,6 +316,20 @@ pub struct AmdConfig {
     /// agent stops talking to a recording and the campaign's voicemail
     /// action runs. The first decision stands in the bench's accuracy.
     pub late_beep_ms: u64,
+    /// A pause this long before the callee speaks again is one a person
+    /// leaves for an answer that did not come ("Hello?" … "Hello?"), as
+    /// much as a greeting's pause between two sentences. 900 ms: most
+    /// greetings pause less between sentences, and a person waits longer.
+    pub reprompt_pause_ms: u64,
+    /// Speech that resumed after such a pause must have lasted this long
+    /// before the model or the deadline calls a machine: at the moment it
+    /// resumes a person's second "Hello?" and a greeting's next sentence
+    /// look alike to the model (p ≥ 0.9), but the person's is short and
+    /// stops again. 1000 ms, the length of a short second line. Measured on
+    /// every held-out set and copy, TTS and real voices (2,150 clips): 4
+    /// fewer people called machines of 1,150, no more recordings called
+    /// people, every set's machine median the same (models/amd.md).
+    pub reprompt_min_ms: u64,
 }
 
 impl Default for AmdConfig {
@@ -342,6 +356,8 @@ impl Default for AmdConfig {
             llm_budget_ms: None,
             fallback: Fallback::Human,
             late_beep_ms: 3000,
+            reprompt_pause_ms: 900,
+            reprompt_min_ms: 1000,
         }
     }
 }
@@ -638,6 +654,14 @@ impl Amd {
                     && speech <= self.cfg.human_max_utterance_ms
                     && self.in_pause(needed_silence)
                     && p < self.cfg.human_threshold;
+                // (speech that just resumed after a pause a person leaves
+                // for an answer: a second "Hello?" or a greeting's next
+                // sentence; no machine on timing until it is long enough to
+                // tell which)
+                let reprompt = f
+                    .pause_before_current_ms()
+                    .is_some_and(|pause| pause >= self.cfg.reprompt_pause_ms)
+                    && f.current_segment_ms() < self.cfg.reprompt_min_ms;
                 if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
                 } else if let State::Deferring { trigger, until_ms } = self.state {
@@ -650,6 +674,7 @@ impl Amd {
                     // the speech, a person's 1.4 s "Hello, who is this?"
                     // must not pass for 1.5 s of greeting)
                     && f.voiced_ms() >= self.cfg.min_machine_speech_ms
+                    && !reprompt
                 {
                     self.machine_on_timing(Trigger::Model, p);
                 } else if f.current_segment_ms() >= self.cfg.long_speech_ms {
@@ -657,6 +682,7 @@ impl Amd {
                 } else if self.state == State::Listening
                     && t >= self.cfg.initial_check_delay_ms
                     && t >= first_speech + 1500
+                    && !reprompt
                 {
                     self.at_deadline(p, t);
                 }

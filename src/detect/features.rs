@@ -282,6 +282,13 @@ impl FeatureTracker {
         }
     }
 
+    /// The silence before the segment in progress, when it is not the
+    /// first: how long the callee paused before speaking again.
+    pub fn pause_before_current_ms(&self) -> Option<u64> {
+        let start = self.seg.segment_start()?;
+        self.last_end.map(|end| start.saturating_sub(end))
+    }
+
     /// Total speech so far, including the segment in progress.
     pub fn speech_ms(&self) -> u64 {
         self.closed_speech_ms + self.current_segment_ms()
