@@ -490,3 +490,24 @@ fn a_person_who_says_hello_again_after_a_pause_is_not_a_greeting_going_on() {
         );
     }
 }
+
+/// A person who answers with a name and a business talks 1.5–3 s without a
+/// pause. Before that first utterance pauses, the model knows only when it
+/// began and how long it has run, and put this receptionist (committed
+/// `heldout6`) at p 0.91 after 1.5 s of speech. A first utterance that has
+/// not paused must now have lasted 2 s before a machine is called on
+/// timing, and she stops before that.
+#[test]
+fn a_receptionist_is_not_a_greeting_before_she_pauses() {
+    let path = common::corpus_dir()
+        .join("heldout6")
+        .join("business_answer_2879.wav");
+    let c = classify(&path).unwrap();
+    assert_eq!(c.answered_by, "human", "{c:?}");
+    let without = AmdConfig {
+        first_utterance_min_ms: 0,
+        ..AmdConfig::default()
+    };
+    let c = classify_file(&path, without, None, 60_000).unwrap();
+    assert_eq!(c.answered_by, "machine_start", "without the rule: {c:?}");
+}
