@@ -328,7 +328,7 @@ pub struct AmdConfig {
     /// stops again. 1000 ms, the length of a short second line. Measured on
     /// every held-out set and copy, TTS and real voices (2,150 clips): 4
     /// fewer people called machines of 1,150, no more recordings called
-    /// people, every set's machine median the same (models/amd.md).
+    /// people, every set's machine median within 20 ms (models/amd.md).
     pub reprompt_min_ms: u64,
     /// A first utterance that has not paused must have lasted this long
     /// before the model or the deadline calls a machine. Until the callee
