@@ -154,7 +154,7 @@ struct Run {
 }
 
 /// A tone shorter than this must be as steady as an oscillator to be a beep
-/// (see [`Run::is_beep_like`]).
+/// (see [`Run::is_steady_enough`]).
 const STEADY_BELOW_MS: u64 = 200;
 /// Frames over which that steadiness is measured (200 ms).
 const STEADY_FRAMES: u32 = 10;
@@ -193,7 +193,7 @@ impl Run {
         self.freq_sum / f64::from(self.frames)
     }
 
-    /// Whether a tone of `dur_ms` may be a beep by its steadiness. A beep is
+    /// Whether a tone of `dur_ms` is steady enough to be a beep. A beep is
     /// an oscillator: its frame frequencies over the first 200 ms spread
     /// 0.07 % (median) and at most 0.55 % on the corpus's beeps under 200 ms
     /// (0.88 % on its longer ones, with noise and lost frames). A sustained
@@ -202,7 +202,7 @@ impl Run {
     /// recorded-voice copy of the held-out sets and Allison's carrier
     /// prompts gave (generate.py --recorded-voices), one of them in a
     /// person's answer. Tones of 200 ms and more are not vowels.
-    fn is_beep_like(&self, dur_ms: u64) -> bool {
+    fn is_steady_enough(&self, dur_ms: u64) -> bool {
         dur_ms >= STEADY_BELOW_MS
             || self.first_max_hz - self.first_min_hz <= MAX_SPREAD * self.freq()
     }
@@ -324,14 +324,17 @@ impl ToneBank {
         if let Some(beep) = &self.pending_beep {
             return Some((beep.start_ms, beep.freq_hz));
         }
-        let run = self
-            .run
+        let run = self.latest_run()?;
+        self.may_be_beep(run, run.last_ms - run.start_ms)
+            .then_some((run.start_ms, run.freq() as f32))
+    }
+
+    /// The run sounding now, or the one that just ended and is held in case
+    /// a lost frame split it.
+    fn latest_run(&self) -> Option<&Run> {
+        self.run
             .as_ref()
-            .or(self.ended.as_ref().map(|(run, _)| run))?;
-        let freq = run.freq() as f32;
-        let dur = run.last_ms - run.start_ms;
-        (dur >= self.cfg.beep_min_ms && self.in_beep_band(run.freq()) && run.is_beep_like(dur))
-            .then_some((run.start_ms, freq))
+            .or(self.ended.as_ref().map(|(run, _)| run))
     }
 
     /// The RMS level of the last frame pushed, dBFS (-96 for digital
@@ -344,6 +347,15 @@ impl ToneBank {
     fn in_beep_band(&self, freq: f64) -> bool {
         freq >= f64::from(self.cfg.beep_min_hz) * 0.99
             && freq <= f64::from(self.cfg.beep_max_hz) * 1.01
+    }
+
+    /// Whether `run`, having sounded `dur_ms`, is a beep by every test but
+    /// the longest beep's length: one place for what sounding (the policy's
+    /// fast path) and ending (the report) both ask.
+    fn may_be_beep(&self, run: &Run, dur_ms: u64) -> bool {
+        dur_ms >= self.cfg.beep_min_ms
+            && self.in_beep_band(run.freq())
+            && run.is_steady_enough(dur_ms)
     }
 
     fn analyse(&mut self, pcm: &[i16; FRAME_SAMPLES]) -> FrameTone {
@@ -430,9 +442,7 @@ impl ToneBank {
         {
             // (the second tone may be held in `ended` across a lost frame)
             let continuing_sit = self
-                .run
-                .as_ref()
-                .or(self.ended.as_ref().map(|(r, _)| r))
+                .latest_run()
                 .is_some_and(|r| in_band(r.freq(), SIT_BANDS[1], 0.015));
             if !continuing_sit {
                 out(ToneEvent::Beep(beep));
@@ -548,10 +558,7 @@ impl ToneBank {
             out(ToneEvent::FaxCng(tone));
             return;
         }
-        if (self.cfg.beep_min_ms..=self.cfg.beep_max_ms).contains(&dur)
-            && self.in_beep_band(freq)
-            && run.is_beep_like(dur)
-        {
+        if dur <= self.cfg.beep_max_ms && self.may_be_beep(&run, dur) {
             out(ToneEvent::Beep(tone));
         }
     }
