@@ -265,6 +265,58 @@ fn the_fallback_waits_for_the_callee_to_pause() {
     );
 }
 
+/// Speech that never pauses for 7.5 s is a recording: a carrier's greeting
+/// reads the number and the instructions in one breath. That holds while the
+/// fallback waits for a pause too (past `max_wait_ms`), so such a greeting
+/// is called by its length, seconds before its beep, not only at the beep;
+/// and no person of the held-out sets talks that long without a pause (the
+/// longest run, a long sentence, is 6.2 s).
+#[test]
+fn a_greeting_that_never_pauses_is_a_machine_before_its_beep() {
+    let mut by_length = 0;
+    for set in ["heldout", "heldout2", "heldout7", "heldout8"] {
+        for r in common::labels(&common::corpus_dir().join(set)) {
+            if r.scenario == "long_sentence" {
+                let c = classify(&r.path).unwrap();
+                let trigger = c.timeline.first().map(|d| d.trigger.as_str());
+                assert_ne!(trigger, Some("long_speech"), "{}: {c:?}", r.file);
+                continue;
+            }
+            if r.scenario != "carrier_vm" {
+                continue;
+            }
+            let c = classify(&r.path).unwrap();
+            if c.timeline.first().map(|d| d.trigger.as_str()) != Some("long_speech") {
+                continue;
+            }
+            let beep_end = r.beep_end_ms.unwrap();
+            assert!(c.decision_ms + 2000 < beep_end, "{}: {c:?}", r.file);
+            assert_eq!(
+                c.machine_end.as_deref(),
+                Some("machine_end_beep"),
+                "{}",
+                r.file
+            );
+            // Without the rule only the beep tells.
+            let without = AmdConfig {
+                long_speech_ms: u64::MAX,
+                ..AmdConfig::default()
+            };
+            let late = classify_file(&r.path, without, None, 60_000).unwrap();
+            assert!(
+                late.decision_ms >= beep_end - 1000,
+                "{}: without the rule {late:?}",
+                r.file
+            );
+            by_length += 1;
+        }
+    }
+    assert!(
+        by_length >= 4,
+        "{by_length} carrier greetings called by their length"
+    );
+}
+
 /// "No speech for 5 s" is dead air only on a quiet line: music on hold
 /// still playing is listened to (up to 10 s), so the greeting after it is
 /// heard; a quiet line is still `unknown` at 5 s, and music alone at 10 s.

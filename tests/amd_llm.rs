@@ -317,9 +317,13 @@ fn a_failed_llm_falls_back_at_the_callees_pause() {
                 waited += 1;
             }
         } else if talking_at_deadline && d.at_ms >= deadline {
-            // a beep or the person's own pause settled it first
+            // a beep, speech that never paused (a carrier's greeting) or
+            // the person's own pause settled it first
             assert!(
-                matches!(d.trigger, Trigger::Beep | Trigger::ShortUtterance),
+                matches!(
+                    d.trigger,
+                    Trigger::Beep | Trigger::LongSpeech | Trigger::ShortUtterance
+                ),
                 "{}: {d:?}",
                 row.file
             );
