@@ -692,9 +692,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = verifier
                 .as_ref()
                 .map(|v| v as &dyn dialgate::detect::bench::Verifier);
+            let cfg = amd.config()?;
             let report = bench(
                 &dir,
-                Detector::Dialgate(amd.config()?, v),
+                Detector::Dialgate(&cfg, v),
                 threads,
                 per_file || plot.is_some(),
                 amd.max_audio_ms,

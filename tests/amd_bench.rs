@@ -30,7 +30,7 @@ fn holds(name: &str, floor: Floor) {
     let dir = common::corpus_dir().join(name);
     let r = bench(
         &dir,
-        Detector::Dialgate(AmdConfig::default(), None),
+        Detector::Dialgate(&AmdConfig::default(), None),
         2,
         true,
         60_000,

@@ -559,8 +559,9 @@ pub fn report(
 /// Which detector a bench run measures.
 #[derive(Clone, Copy)]
 pub enum Detector<'a> {
-    /// dialgate's detector.
-    Dialgate(AmdConfig, Option<&'a dyn Verifier>),
+    /// dialgate's detector (the configuration by reference: it is copied
+    /// to every worker thread).
+    Dialgate(&'a AmdConfig, Option<&'a dyn Verifier>),
     /// A re-implemented baseline.
     Baseline(Baseline),
 }
@@ -594,7 +595,7 @@ pub fn bench(
                         .map(|i| {
                             let r = match detector {
                                 Detector::Dialgate(cfg, v) => {
-                                    classify_file(&paths[i], cfg, v, max_audio_ms)
+                                    classify_file(&paths[i], *cfg, v, max_audio_ms)
                                 }
                                 Detector::Baseline(b) => {
                                     classify_baseline(&paths[i], b, max_audio_ms)
