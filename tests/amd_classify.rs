@@ -266,7 +266,7 @@ fn the_fallback_waits_for_the_callee_to_pause() {
 }
 
 /// A caller silent at the 2 s deadline is a person only once the pause has
-/// lasted 300 ms: these greetings were between two sentences then, 170 ms
+/// lasted 600 ms: these greetings were between two sentences then, 170 ms
 /// into the pause, and called people before the pause's floor (their
 /// recording's room) could be heard. A few tens of ms later the model calls
 /// them machines.
