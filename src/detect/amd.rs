@@ -725,24 +725,24 @@ impl Amd {
                     && speech <= self.cfg.human_max_utterance_ms
                     && self.in_pause(needed_silence)
                     && p < self.cfg.human_threshold;
-                // (speech that just resumed after a pause a person leaves
-                // for an answer: a second "Hello?" or a greeting's next
-                // sentence; no machine on timing until it is long enough to
-                // tell which)
-                let reprompt = f
-                    .pause_before_current_ms()
-                    .is_some_and(|pause| pause >= self.cfg.reprompt_pause_ms)
-                    && f.current_segment_ms() < self.cfg.reprompt_min_ms;
+                // (speech that just resumed after a pause: a person's next
+                // phrase as much as a greeting's next sentence, and after a
+                // pause a person leaves for an answer, a second "Hello?";
+                // no machine on timing until it is long enough to tell which)
+                let resumed = f.pause_before_current_ms().is_some_and(|pause| {
+                    let needed = if pause >= self.cfg.reprompt_pause_ms {
+                        self.cfg.reprompt_min_ms.max(self.cfg.resumed_min_ms)
+                    } else {
+                        self.cfg.resumed_min_ms
+                    };
+                    f.current_segment_ms() < needed
+                });
                 // (a first utterance still going: a person's name and
                 // business, or a greeting's first sentence)
                 let unbroken = f.segments() == 1
                     && f.in_speech()
                     && f.current_segment_ms() < self.cfg.first_utterance_min_ms;
-                // (speech that just resumed after any pause: a person's next
-                // phrase as much as a greeting's next sentence)
-                let resumed = f.pause_before_current_ms().is_some()
-                    && f.current_segment_ms() < self.cfg.resumed_min_ms;
-                let hold_machine = reprompt || unbroken || resumed;
+                let hold_machine = resumed || unbroken;
                 if short_hello || short_then_silent {
                     self.decide(AmdOutcome::Human, Trigger::ShortUtterance, None);
                 } else if f.current_segment_ms() >= self.cfg.long_speech_ms {
@@ -798,8 +798,8 @@ impl Amd {
         if p >= self.cfg.machine_threshold {
             // Confident, if on little speech (music or a tone came first);
             // unless the speech in progress cannot tell yet (a first
-            // utterance under 2 s, or speech just resumed after a pause a
-            // person leaves for an answer): then wait for it.
+            // utterance under 2 s, or speech that just resumed after a
+            // pause): then wait for it.
             if !hold_machine {
                 self.machine_on_timing(Trigger::Deadline, p);
             }
