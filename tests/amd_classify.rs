@@ -624,3 +624,42 @@ fn a_receptionist_is_not_a_greeting_before_she_pauses() {
         },
     );
 }
+
+/// A voice can hold a vowel as steady as an oscillator for the shortest
+/// beep's 120 ms. A French speaker's first word did (438 Hz, 40 ms after
+/// her speech began, in a recorded-voice copy of a held-out draw) and she
+/// was called a machine on that "beep". A beep ends a greeting, so it counts
+/// only once speech began at least `beep_min_greeting_ms` before it. Here a
+/// person's "Hello." carries such a vowel 60 ms in: a person, with no beep
+/// reported; with the rule off, a machine on the vowel.
+#[test]
+fn a_vowel_held_like_a_beep_as_speech_begins_is_not_a_greeting_ending() {
+    let hello = hello_pcm();
+    let onset = hello.iter().position(|s| s.unsigned_abs() > 1000).unwrap();
+    let vowel_at = onset + 8 * 60;
+    let vowel = synth::tones(&[438.0], -14.0, 140);
+    let mut pcm = synth::silence(500);
+    pcm.extend_from_slice(&hello[..vowel_at]);
+    pcm.extend_from_slice(&vowel);
+    pcm.extend_from_slice(&hello[(vowel_at + vowel.len()).min(hello.len())..]);
+    pcm.extend_from_slice(&synth::silence(4000));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held_vowel.wav");
+    std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+
+    let c = classify(&path).unwrap();
+    assert_eq!(c.answered_by, "human", "{c:?}");
+    assert!(c.beep.is_none(), "{c:?}");
+    let off = classify_file(
+        &path,
+        AmdConfig {
+            beep_min_greeting_ms: 0,
+            ..AmdConfig::default()
+        },
+        None,
+        60_000,
+    )
+    .unwrap();
+    assert_eq!(off.answered_by, "machine_start", "{off:?}");
+    assert_eq!(off.timeline[0].trigger, "beep", "{off:?}");
+}

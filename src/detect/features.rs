@@ -250,6 +250,11 @@ impl FeatureTracker {
         self.first_start.is_some()
     }
 
+    /// Start of the first utterance, once speech was heard.
+    pub fn first_speech_start(&self) -> Option<u64> {
+        self.first_start
+    }
+
     /// End of the first utterance, once it ended.
     pub fn first_utterance_end(&self) -> Option<u64> {
         self.first_end
