@@ -439,6 +439,26 @@ fn music_before_a_greeting_is_not_dead_air() {
     assert_eq!(c.decision_ms, 10_000, "{c:?}");
 }
 
+/// Music on hold gave the VAD a 128 ms blip of "speech" and played on as
+/// what the VAD does not call speech; a second later the short-hello rule
+/// took the blip for a person's "Hello?" and the music for their silence.
+/// A hello must last `short_hello_min_ms`: this greeting after hold music
+/// (a committed held-out clip) is a machine, and a person with the rule off.
+#[test]
+fn a_blip_in_hold_music_is_not_a_hello() {
+    let (c, off) = with_and_without(
+        "heldout3",
+        "hold_music_greeting_1413.wav",
+        AmdConfig {
+            short_hello_min_ms: 0,
+            ..AmdConfig::default()
+        },
+    );
+    assert_eq!(c.answered_by, "machine_start", "{c:?}");
+    assert_eq!(off.answered_by, "human", "{off:?}");
+    assert_eq!(off.timeline[0].trigger, "short_utterance", "{off:?}");
+}
+
 /// Recordings that carry no room of their own (a carrier's or an IVR's
 /// studio prompt, a greeting recorded through a phone's noise suppression):
 /// their pauses sit on the line's floor, as a person's do. The model of
