@@ -585,11 +585,29 @@ fn resolve_sip(hostport: &str) -> anyhow::Result<std::net::SocketAddr> {
         .with_context(|| format!("the SIP address {hostport} has no address"))
 }
 
+/// An error and its causes on one line. Our error types say their cause in
+/// their own message (a log line with only `%e` must still say why), so a
+/// cause whose text is already there is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if line.contains(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let args = match with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("dialgate: {e:#}");
+            eprintln!("dialgate: {}", report(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -611,7 +629,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dialgate: {e:#}");
+            eprintln!("dialgate: {}", report(&e));
             ExitCode::FAILURE
         }
     }

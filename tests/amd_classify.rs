@@ -683,3 +683,33 @@ fn a_vowel_held_like_a_beep_as_speech_begins_is_not_a_greeting_ending() {
     assert_eq!(off.answered_by, "machine_start", "{off:?}");
     assert_eq!(off.timeline[0].trigger, "beep", "{off:?}");
 }
+
+/// What a user sees for a file dialgate cannot read: one line that says
+/// each thing once (the file's name and the OS's reason were printed two
+/// and three times, once per layer of the error), and for a common audio
+/// container, what it is and how to convert it.
+#[test]
+fn the_cli_says_what_is_wrong_with_a_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |p: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["amd", "classify"])
+            .arg(p)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let missing = dir.path().join("missing.wav");
+    let e = run(&missing);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_eq!(e.matches("missing.wav").count(), 1, "{e}");
+    assert_eq!(e.matches("os error").count(), 1, "{e}");
+
+    let mp3 = dir.path().join("call.mp3");
+    std::fs::write(&mp3, b"ID3\x04\0\0\0\0\0\0 and the frames").unwrap();
+    let e = run(&mp3);
+    assert_eq!(e.matches("not a WAV").count(), 1, "{e}");
+    assert!(e.contains("MP3") && e.contains("ffmpeg"), "{e}");
+}

@@ -50,6 +50,40 @@ pub enum WavError {
     Resample(#[from] super::resample::ResampleError),
 }
 
+/// What a file that is not a RIFF WAV looks like, for the error: people
+/// benchmark AMD on their own call recordings, which often come as MP3,
+/// FLAC, Ogg or M4A, and "no RIFF header" alone does not say what to do.
+fn other_container(head: &[u8]) -> &'static str {
+    macro_rules! convert {
+        ($what:literal) => {
+            concat!(
+                ": it looks like ",
+                $what,
+                "; convert it first, e.g. `ffmpeg -i IN -ac 1 -ar 8000 OUT.wav`"
+            )
+        };
+    }
+    let is = |magic: &[u8]| head.starts_with(magic);
+    if is(b"RIFX") {
+        ": big-endian RIFX is not supported"
+    } else if is(b"RF64") || is(b"BW64") {
+        convert!("RF64 (a WAV over 4 GiB), which is not supported")
+    } else if is(b"ID3") || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0) {
+        // (an MPEG audio frame's sync word: MP3, or AAC in ADTS)
+        convert!("MP3 (or AAC)")
+    } else if is(b"fLaC") {
+        convert!("FLAC")
+    } else if is(b"OggS") {
+        convert!("Ogg (Vorbis or Opus)")
+    } else if head.len() >= 8 && &head[4..8] == b"ftyp" {
+        convert!("MP4/M4A")
+    } else if is(b"FORM") {
+        convert!("AIFF")
+    } else {
+        ""
+    }
+}
+
 /// How the samples in a WAV file are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -246,11 +280,7 @@ impl<R: Read> WavReader<R> {
             return Err(WavError::Empty);
         }
         if got < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-            return Err(WavError::NotWav(if &head[0..4.min(got)] == b"RIFX" {
-                ": big-endian RIFX is not supported"
-            } else {
-                ""
-            }));
+            return Err(WavError::NotWav(other_container(&head[..got])));
         }
         let mut format: Option<(u16, u32, Encoding)> = None;
         loop {
@@ -784,6 +814,28 @@ mod tests {
             read_all(b"hello world, not audio"),
             Err(WavError::NotWav(_))
         ));
+        // other containers are named, with how to convert them
+        for (bytes, what) in [
+            (&b"ID3\x04\0\0\0\0\0\0"[..], "MP3"),
+            (&b"\xFF\xFB\x90\x64\0\0\0\0\0\0\0\0"[..], "MP3"),
+            (&b"fLaC\0\0\0\x22\0\0\0\0"[..], "FLAC"),
+            (&b"OggS\0\x02\0\0\0\0\0\0"[..], "Ogg"),
+            (&b"\0\0\0\x20ftypM4A \0\0"[..], "MP4/M4A"),
+            (&b"FORM\0\0\0\0AIFF"[..], "AIFF"),
+            (&b"RF64\xFF\xFF\xFF\xFFWAVE"[..], "RF64"),
+        ] {
+            let e = read_all(bytes).unwrap_err().to_string();
+            assert!(
+                e.contains(what) && e.contains("not a WAV") && e.contains("ffmpeg"),
+                "{what}: {e}"
+            );
+        }
+        assert!(
+            !read_all(b"hello world, not audio")
+                .unwrap_err()
+                .to_string()
+                .contains("looks like")
+        );
         assert!(matches!(
             read_all(b"RIFF\0\0\0\0WAVE"),
             Err(WavError::BadHeader(_))

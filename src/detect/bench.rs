@@ -27,7 +27,7 @@ use crate::audio::wav::{WavError, WavReader};
 #[non_exhaustive]
 pub enum BenchError {
     /// The audio could not be read.
-    #[error("{file}: {source}")]
+    #[error("{}", named(.file, .source))]
     Wav {
         file: String,
         #[source]
@@ -46,6 +46,17 @@ pub enum BenchError {
     /// The labels could not be read.
     #[error(transparent)]
     Corpus(#[from] corpus::CorpusError),
+}
+
+/// `file: error`, unless the error already starts with the file (a file
+/// that cannot be opened names itself).
+fn named(file: &str, e: &WavError) -> String {
+    let msg = e.to_string();
+    if msg.starts_with(file) {
+        msg
+    } else {
+        format!("{file}: {msg}")
+    }
 }
 
 /// Asks an LLM whether a greeting is a machine (see [`super::llm`]).
