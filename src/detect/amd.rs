@@ -411,10 +411,12 @@ pub struct AmdConfig {
     /// steady as an oscillator for the shortest beep's 120 ms: a French
     /// speaker's first word (a recorded Asterisk voice, in `heldout15`'s
     /// recorded-voice copy) held 438 Hz for 120 ms, steady to 0.66 %,
-    /// 40 ms after her speech began, and she was called a machine at 540 ms. 300 ms:
-    /// on every held-out set and copy (TTS and recorded voices) that is the
-    /// one decision it changes; the shortest greetings reach their beep
-    /// 500–700 ms after they begin (at 700 ms, ten were missed).
+    /// 40 ms after her speech began, and she was called a machine at
+    /// 540 ms. 300 ms: on every held-out set and copy (TTS and recorded
+    /// voices) that is the one decision it changes; the shortest greetings
+    /// reach their beep 500–700 ms after they begin (at 700 ms, ten were
+    /// missed). Applies while deciding; after a `human` decision any beep
+    /// in `late_beep_ms` still overturns it.
     pub beep_min_greeting_ms: u64,
 }
 
