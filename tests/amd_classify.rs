@@ -166,6 +166,13 @@ fn hello_pcm() -> Vec<i16> {
     pcm
 }
 
+/// Writes 8 kHz `pcm` as `dir/name` and returns its path.
+fn pcm_file(dir: &std::path::Path, name: &str, pcm: &[i16]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, pcm)).unwrap();
+    path
+}
+
 /// A person who speaks the instant the call connects ("Hello." from the
 /// first sample, then silence) looks by timing like a recording; the short
 /// hello rule must still call it a person, not hang up on them.
@@ -174,8 +181,7 @@ fn a_hello_at_the_first_sample_then_silence_is_a_person() {
     let mut pcm = hello_pcm();
     pcm.resize(pcm.len() + 8000 * 4, 0);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("immediate_hello.wav");
-    std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+    let path = pcm_file(dir.path(), "immediate_hello.wav", &pcm);
     let c = classify(&path).unwrap();
     assert_eq!(c.answered_by, "human", "{c:?}");
     assert!(c.decision_ms <= 2500, "{c:?}");
@@ -417,9 +423,7 @@ fn music_before_a_greeting_is_not_dead_air() {
         let mut pcm = head.to_vec();
         pcm.extend_from_slice(tail);
         pcm.resize(pcm.len() + 8000 * 3, 0);
-        let path = dir.path().join(name);
-        std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
-        classify(&path).unwrap()
+        classify(&pcm_file(dir.path(), name, &pcm)).unwrap()
     };
 
     let c = run("music_then_hello.wav", &music, &speech);
@@ -506,9 +510,7 @@ fn a_beep_soon_after_a_human_decision_overturns_it() {
         synth::mix_into(&mut pcm, &hello, speech_at);
         let beep_at = speech_at + hello.len() + 8 * gap_ms as usize;
         synth::mix_into(&mut pcm, &synth::tones(&[1000.0], -14.0, 400), beep_at);
-        let path = dir.path().join(name);
-        std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
-        (path, (beep_at / 8 + 400) as u64)
+        (pcm_file(dir.path(), name, &pcm), (beep_at / 8 + 400) as u64)
     };
     let timeline = |c: &dialgate::detect::bench::Classification| {
         c.timeline
@@ -664,8 +666,7 @@ fn a_vowel_held_like_a_beep_as_speech_begins_is_not_a_greeting_ending() {
     pcm.extend_from_slice(&hello[(vowel_at + vowel.len()).min(hello.len())..]);
     pcm.extend_from_slice(&synth::silence(4000));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("held_vowel.wav");
-    std::fs::write(&path, dialgate::audio::wav::to_wav_bytes(8000, &pcm)).unwrap();
+    let path = pcm_file(dir.path(), "held_vowel.wav", &pcm);
 
     let c = classify(&path).unwrap();
     assert_eq!(c.answered_by, "human", "{c:?}");

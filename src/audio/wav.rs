@@ -810,10 +810,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(matches!(read_all(b""), Err(WavError::Empty)));
-        assert!(matches!(
-            read_all(b"hello world, not audio"),
-            Err(WavError::NotWav(_))
-        ));
+        let text = read_all(b"hello world, not audio").unwrap_err();
+        assert!(matches!(text, WavError::NotWav(_)));
+        // (no container is named for text)
+        assert!(!text.to_string().contains("looks like"));
         // other containers are named, with how to convert them
         for (bytes, what) in [
             (&b"ID3\x04\0\0\0\0\0\0"[..], "MP3"),
@@ -830,12 +830,6 @@ mod tests {
                 "{what}: {e}"
             );
         }
-        assert!(
-            !read_all(b"hello world, not audio")
-                .unwrap_err()
-                .to_string()
-                .contains("looks like")
-        );
         assert!(matches!(
             read_all(b"RIFF\0\0\0\0WAVE"),
             Err(WavError::BadHeader(_))

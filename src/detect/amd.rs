@@ -669,10 +669,6 @@ impl Amd {
             return;
         }
         let voice = self.voice_heard();
-        let greeting = match tone {
-            ToneEvent::Beep(b) | ToneEvent::FaxCng(b) => self.greeting_before(b.start_ms),
-            _ => false,
-        };
         match (self.state, tone) {
             (State::Done, _) => {}
             (State::BeepWatch { .. }, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) => {
@@ -690,7 +686,7 @@ impl Amd {
             (_, ToneEvent::FaxCng(_)) if !voice => {
                 self.decide(AmdOutcome::Fax, Trigger::Tone, None)
             }
-            (_, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if greeting => {
+            (_, ToneEvent::Beep(b) | ToneEvent::FaxCng(b)) if self.greeting_before(b.start_ms) => {
                 // A beep after speech: a greeting just ended. A beep with no
                 // speech before it is ignored (a stray tone or a cadence),
                 // and one within a syllable of the first speech too (a

@@ -48,14 +48,11 @@ pub enum BenchError {
     Corpus(#[from] corpus::CorpusError),
 }
 
-/// `file: error`, unless the error already starts with the file (a file
-/// that cannot be opened names itself).
+/// `file: error`, but an I/O error as it is: it names its path already.
 fn named(file: &str, e: &WavError) -> String {
-    let msg = e.to_string();
-    if msg.starts_with(file) {
-        msg
-    } else {
-        format!("{file}: {msg}")
+    match e {
+        WavError::Io { .. } => e.to_string(),
+        _ => format!("{file}: {e}"),
     }
 }
 
