@@ -38,15 +38,19 @@ impl Truth {
         }
     }
 
+    /// Case and surrounding blanks do not matter: a table kept in a
+    /// spreadsheet comes back as "Human" or "MACHINE ".
     fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim() {
-            "human" => Self::Human,
-            "machine" => Self::Machine,
-            "fax" => Self::Fax,
-            "sit" => Self::Sit,
-            "silence" => Self::Silence,
-            _ => return None,
-        })
+        let s = s.trim();
+        [
+            Self::Human,
+            Self::Machine,
+            Self::Fax,
+            Self::Sit,
+            Self::Silence,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -117,14 +121,14 @@ pub fn parse_labels(reader: impl std::io::Read, path: &Path) -> Result<Vec<Label
     let col = |name: &'static str| -> Result<usize, CorpusError> {
         headers
             .iter()
-            .position(|h| h.trim() == name)
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
             .ok_or(CorpusError::MissingColumn {
                 path: path.to_path_buf(),
                 column: name,
             })
     };
     let (c_file, c_label) = (col("file")?, col("label")?);
-    let opt = |name| headers.iter().position(|h| h.trim() == name);
+    let opt = |name| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let (c_speech, c_greet, c_beep, c_scen) = (
         opt("speech_end_ms"),
         opt("greeting_end_ms"),
@@ -197,6 +201,22 @@ mod tests {
         assert_eq!(rows[0].speech_end_ms, Some(820));
         assert_eq!(rows[1].label, Truth::Machine);
         assert_eq!(rows[1].beep_end_ms, Some(6890));
+    }
+
+    #[test]
+    fn a_spreadsheet_export_reads_the_same() {
+        // Excel writes a byte-order mark and CRLF, and people capitalise.
+        let rows = parse(
+            "\u{feff}File,Label,Speech_End_ms,scenario\r\n\
+             a.wav, Human ,820,hello\r\n\
+             b.wav,MACHINE,,greeting\r\n",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].label, Truth::Human);
+        assert_eq!(rows[0].speech_end_ms, Some(820));
+        assert_eq!(rows[1].label, Truth::Machine);
+        assert_eq!(rows[1].scenario, "greeting");
     }
 
     #[test]
