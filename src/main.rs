@@ -702,8 +702,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let progress = |i: usize, n: usize| {
+                // (the last count ends its line: a report or an error follows)
                 if !json && (i.is_multiple_of(25) || i == n) {
-                    eprint!("\r{i}/{n} clips");
+                    eprint!("\r{i}/{n} clips{}", if i == n { "\n" } else { "" });
                 }
             };
             let verifier = amd.verifier()?;
@@ -729,9 +730,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     amd.max_audio_ms,
                     &progress,
                 )?);
-            }
-            if !json {
-                eprintln!();
             }
             if let Some(path) = &plot {
                 std::fs::write(path, plot_svg(&report))

@@ -299,3 +299,60 @@ fn eighth_heldout_late_greetings_do_not_regress() {
         },
     );
 }
+
+/// One unreadable file among many recordings is listed with its reason and
+/// left out of the figures; the other clips still count. A corpus of which
+/// nothing can be read is an error that says why.
+#[test]
+fn an_unreadable_clip_is_skipped_and_named() {
+    let src = common::corpus_dir().join("heldout");
+    let dir = tempfile::tempdir().unwrap();
+    let (human, machine) = ("hello_pause_hello_0003.wav", "greeting_pauses_0002.wav");
+    for f in [human, machine] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("notes.wav"), b"not audio at all").unwrap();
+    std::fs::write(
+        dir.path().join("labels.csv"),
+        format!(
+            "file,label,speech_end_ms,scenario\n{human},human,1722,a\nnotes.wav,human,800,a\n\
+             {machine},machine,,b\ngone.wav,machine,,b\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        bench(
+            dir.path(),
+            Detector::Dialgate(&AmdConfig::default(), None),
+            2,
+            false,
+            60_000,
+            &|_, _| {},
+        )
+    };
+    let r = run().unwrap();
+    assert_eq!(r.total, 2);
+    assert_eq!(r.accuracy, 1.0);
+    assert_eq!((r.human_as_machine.n, r.machine_as_human.n), (1, 1));
+    let skipped: Vec<(&str, &str)> = r
+        .skipped
+        .iter()
+        .map(|s| (s.file.as_str(), s.error.as_str()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert_eq!(skipped[0].0, "notes.wav");
+    assert!(skipped[0].1.contains("not a WAV file"), "{skipped:?}");
+    assert_eq!(skipped[1].0, "gone.wav");
+    assert!(skipped[1].1.contains("gone.wav"), "{skipped:?}");
+
+    std::fs::write(
+        dir.path().join("labels.csv"),
+        "file,label\nnotes.wav,human\ngone.wav,machine\n",
+    )
+    .unwrap();
+    let err = run().unwrap_err().to_string();
+    assert!(
+        err.contains("none of its 2 clips") && err.contains("not a WAV file"),
+        "{err}"
+    );
+}

@@ -46,6 +46,13 @@ pub enum BenchError {
     /// The labels could not be read.
     #[error(transparent)]
     Corpus(#[from] corpus::CorpusError),
+    /// Not one clip of the corpus could be read.
+    #[error("{dir}: none of its {skipped} clips could be read; the first: {first}")]
+    NothingReadable {
+        dir: String,
+        skipped: usize,
+        first: String,
+    },
 }
 
 /// `file: error`, but an I/O error as it is: it names its path already.
@@ -442,9 +449,21 @@ pub struct Report {
     pub per_scenario: BTreeMap<String, f64>,
     /// CPU ms per second of audio, one core.
     pub cpu_ms_per_audio_s: f64,
+    /// Clips listed in `labels.csv` that could not be read, and why. They
+    /// are in no figure above: `total` counts the clips that ran.
+    pub skipped: Vec<Skipped>,
     /// Per-file results, with `--per-file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileResult>>,
+}
+
+/// A clip the bench could not read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The file, relative to the corpus.
+    pub file: String,
+    /// Why, as the reader said it.
+    pub error: String,
 }
 
 /// Computes the report from per-file results.
@@ -469,7 +488,12 @@ pub fn report(
             .or_default()
             .entry(pred.to_string())
             .or_default() += 1;
-        let s = per_scenario.entry(row.scenario.clone()).or_default();
+        let scenario = if row.scenario.is_empty() {
+            "(none)"
+        } else {
+            &row.scenario
+        };
+        let s = per_scenario.entry(scenario.to_string()).or_default();
         s.1 += 1;
         let rc = recall.entry(row.label).or_default();
         rc.1 += 1;
@@ -560,6 +584,7 @@ pub fn report(
             .map(|(k, (c, n))| (k, c as f64 / n.max(1) as f64))
             .collect(),
         cpu_ms_per_audio_s: cpu_ms / (audio_ms as f64 / 1000.0).max(1e-9),
+        skipped: Vec::new(),
         files: per_file.then_some(results),
     }
 }
@@ -575,6 +600,11 @@ pub enum Detector<'a> {
 }
 
 /// Runs a detector over every clip of `dir` on `threads` threads.
+///
+/// A clip that cannot be read (missing, not audio, empty) is skipped and
+/// listed in [`Report::skipped`]: one bad file among a thousand recordings
+/// should not throw away the other 999 results. A detector failure is not a
+/// property of one clip and ends the run.
 pub fn bench(
     dir: &Path,
     detector: Detector<'_>,
@@ -626,9 +656,18 @@ pub fn bench(
         }
     });
     let mut results = Vec::with_capacity(rows.len());
-    for (slot, row) in slots.into_iter().zip(&rows) {
+    let (mut ran, mut skipped) = (Vec::with_capacity(rows.len()), Vec::new());
+    for (slot, row) in slots.into_iter().zip(rows) {
         let c = match slot {
-            Some(r) => r?,
+            Some(Ok(c)) => c,
+            Some(Err(e @ (BenchError::Wav { .. } | BenchError::NoAudio { .. }))) => {
+                skipped.push(Skipped {
+                    file: row.file.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            Some(Err(e)) => return Err(e),
             None => {
                 return Err(BenchError::NoAudio {
                     file: format!("{} (worker thread panicked)", row.file),
@@ -644,12 +683,24 @@ pub fn bench(
             correct: correct(row.label, predicted),
             result: c,
         });
+        ran.push(row);
+    }
+    if ran.is_empty()
+        && let Some(first) = skipped.first()
+    {
+        return Err(BenchError::NothingReadable {
+            dir: dir.display().to_string(),
+            skipped: skipped.len(),
+            first: first.error.clone(),
+        });
     }
     let name = match detector {
         Detector::Dialgate(..) => "dialgate",
         Detector::Baseline(b) => b.as_str(),
     };
-    Ok(report(name, results, &rows, per_file))
+    let mut report = report(name, results, &ran, per_file);
+    report.skipped = skipped;
+    Ok(report)
 }
 
 fn count(r: &Rate) -> String {
@@ -737,6 +788,16 @@ pub fn format_report(r: &Report, others: &[Report]) -> String {
     let _ = writeln!(s, "\nper scenario ({})", r.detector);
     for (k, v) in &r.per_scenario {
         let _ = writeln!(s, "  {k:<24} {:>6.1} %", v * 100.0);
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nskipped: {} clips could not be read and are in no figure above",
+            r.skipped.len()
+        );
+        for k in &r.skipped {
+            let _ = writeln!(s, "  {}", k.error);
+        }
     }
     s
 }

@@ -128,7 +128,11 @@ pub fn parse_labels(reader: impl std::io::Read, path: &Path) -> Result<Vec<Label
             })
     };
     let (c_file, c_label) = (col("file")?, col("label")?);
-    let opt = |name| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let opt = |name| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
     let (c_speech, c_greet, c_beep, c_scen) = (
         opt("speech_end_ms"),
         opt("greeting_end_ms"),
