@@ -285,6 +285,11 @@ struct AmdArgs {
     /// Read at most this much of each file, ms.
     #[arg(long, default_value_t = 60_000)]
     max_audio_ms: u64,
+    /// The callee's channel of a two-channel call recording (1 or 2;
+    /// Twilio's dual-channel recordings and many PBXs keep each side on
+    /// its own). Default: all channels mixed.
+    #[arg(long)]
+    channel: Option<u16>,
     /// Ask an LLM when unsure (DIALGATE_LLM_BASE_URL, DIALGATE_LLM_MODEL,
     /// DIALGATE_LLM_API_KEY or OPENAI_API_KEY).
     #[arg(long)]
@@ -314,6 +319,13 @@ impl AmdArgs {
             late_beep_ms: self.late_beep_ms,
             ..AmdConfig::default()
         })
+    }
+
+    fn read(&self) -> dialgate::detect::bench::ReadOptions {
+        dialgate::detect::bench::ReadOptions {
+            max_audio_ms: self.max_audio_ms,
+            channel: self.channel,
+        }
     }
 
     fn verifier(&self) -> anyhow::Result<Option<dialgate::verifier::BlockingVerifier>> {
@@ -648,11 +660,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Amd(AmdCommand::Classify { file, json, amd }) => {
+            let verifier = amd.verifier()?;
             let c = dialgate::detect::bench::classify_file(
                 &file,
                 amd.config()?,
-                None,
-                amd.max_audio_ms,
+                verifier
+                    .as_ref()
+                    .map(|v| v as &dyn dialgate::detect::bench::Verifier),
+                amd.read(),
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
@@ -717,7 +732,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Detector::Dialgate(&cfg, v),
                 threads,
                 per_file || plot.is_some(),
-                amd.max_audio_ms,
+                amd.read(),
                 &progress,
             )?;
             let mut others = Vec::new();
@@ -727,7 +742,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Detector::Baseline(b),
                     threads,
                     per_file,
-                    amd.max_audio_ms,
+                    amd.read(),
                     &progress,
                 )?);
             }

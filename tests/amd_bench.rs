@@ -33,7 +33,7 @@ fn holds(name: &str, floor: Floor) {
         Detector::Dialgate(&AmdConfig::default(), None),
         2,
         true,
-        60_000,
+        Default::default(),
         &|_, _| {},
     )
     .unwrap();
@@ -326,7 +326,7 @@ fn an_unreadable_clip_is_skipped_and_named() {
             Detector::Dialgate(&AmdConfig::default(), None),
             2,
             false,
-            60_000,
+            Default::default(),
             &|_, _| {},
         )
     };

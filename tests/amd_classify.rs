@@ -28,7 +28,7 @@ fn pcm16_header(f: &mut std::fs::File, channels: u16, rate: u32, frames: u64) {
 }
 
 fn classify(path: &std::path::Path) -> Result<dialgate::detect::bench::Classification, BenchError> {
-    classify_file(path, AmdConfig::default(), None, 60_000)
+    classify_file(path, AmdConfig::default(), None, Default::default())
 }
 
 /// A committed clip classified with the default settings, and with the one
@@ -44,7 +44,7 @@ fn with_and_without(
 ) {
     let path = common::corpus_dir().join(set).join(file);
     let with = classify(&path).unwrap();
-    let without = classify_file(&path, without, None, 60_000).unwrap();
+    let without = classify_file(&path, without, None, Default::default()).unwrap();
     (with, without)
 }
 
@@ -286,7 +286,7 @@ fn the_fallback_waits_for_the_callee_to_pause() {
                 ..AmdConfig::default()
             },
             None,
-            60_000,
+            Default::default(),
         )
         .unwrap();
         if eager.answered_by == "human" {
@@ -390,7 +390,7 @@ fn a_greeting_that_never_pauses_is_a_machine_before_its_beep() {
                 long_speech_ms: u64::MAX,
                 ..AmdConfig::default()
             };
-            let late = classify_file(&r.path, without, None, 60_000).unwrap();
+            let late = classify_file(&r.path, without, None, Default::default()).unwrap();
             assert!(
                 late.decision_ms >= beep_end - 1000,
                 "{}: without the rule {late:?}",
@@ -544,7 +544,7 @@ fn a_beep_soon_after_a_human_decision_overturns_it() {
         late_beep_ms: 0,
         ..AmdConfig::default()
     };
-    let c = classify_file(&path, off, None, 60_000).unwrap();
+    let c = classify_file(&path, off, None, Default::default()).unwrap();
     assert_eq!(timeline(&c), [pair("human", "short_utterance")], "{c:?}");
 
     // the default window is 3 s; this beep ends 4.7 s after the hello
@@ -678,7 +678,7 @@ fn a_vowel_held_like_a_beep_as_speech_begins_is_not_a_greeting_ending() {
             ..AmdConfig::default()
         },
         None,
-        60_000,
+        Default::default(),
     )
     .unwrap();
     assert_eq!(off.answered_by, "machine_start", "{off:?}");
@@ -713,4 +713,52 @@ fn the_cli_says_what_is_wrong_with_a_file_once() {
     let e = run(&mp3);
     assert_eq!(e.matches("not a WAV").count(), 1, "{e}");
     assert!(e.contains("MP3") && e.contains("ffmpeg"), "{e}");
+}
+
+/// A two-channel call recording: a voicemail greeting on one side, a
+/// person's "Hello." then silence on the other. `--channel` picks the side
+/// the detector hears, in the CLI as in the bench, and a channel the file
+/// lacks is an error that says so.
+#[test]
+fn the_callee_channel_of_a_two_channel_recording_is_chosen() {
+    let greeting = dialgate::audio::wav::read_8k_mono(
+        &common::corpus_dir().join("heldout/greeting_pauses_0002.wav"),
+        None,
+    )
+    .unwrap()
+    .1;
+    let mut hello = vec![0i16; 8000 * 3 / 10];
+    hello.extend(hello_pcm());
+    let frames = greeting.len();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("call.wav");
+    let mut f = std::fs::File::create(&path).unwrap();
+    pcm16_header(&mut f, 2, 8000, frames as u64);
+    let mut data = Vec::with_capacity(frames * 4);
+    for (i, g) in greeting.iter().enumerate() {
+        data.extend_from_slice(&g.to_le_bytes());
+        data.extend_from_slice(&hello.get(i).copied().unwrap_or(0).to_le_bytes());
+    }
+    f.write_all(&data).unwrap();
+    drop(f);
+    let run = |channel: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["amd", "classify", "--json", "--channel", channel])
+            .arg(&path)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let answered_by = |channel: &str| {
+        let out = run(channel);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["answered_by"].as_str().unwrap().to_string()
+    };
+    assert_eq!(answered_by("1"), "machine_start");
+    assert_eq!(answered_by("2"), "human");
+    let out = run("3");
+    assert!(!out.status.success());
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(e.contains("channel 3") && e.contains("has 2"), "{e}");
 }

@@ -241,7 +241,7 @@ fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
     let clip = ambiguous_clip(cfg);
     let (url, calls) = serve(Mode::Machine);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), Default::default()).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "asked exactly once");
     assert!(c.escalated);
     assert_eq!(c.answered_by, "machine_start", "{c:?}");
@@ -250,7 +250,7 @@ fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
 
     let (url, _) = serve(Mode::ServerError);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), Default::default()).unwrap();
     assert!(c.escalated);
     assert_eq!(
         c.answered_by, "human",
@@ -266,7 +266,7 @@ fn the_detector_escalates_when_unsure_and_falls_back_on_failure() {
     // An LLM slower than the budget: the detector's own deadline fires.
     let (url, _) = serve(Mode::Slow);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&clip, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&clip, cfg, Some(&v), Default::default()).unwrap();
     assert_eq!(c.timeline[0].trigger, "llm_failed");
     assert!(
         c.llm_error.as_deref().unwrap().contains("1500"),
@@ -350,7 +350,7 @@ fn the_llm_confirms_a_machine_called_on_timing_alone() {
         .find(|r| {
             // before the initial check delay, where an unsure model would
             // have asked the LLM anyway
-            let c = classify_file(&r.path, plain, None, 60_000).unwrap();
+            let c = classify_file(&r.path, plain, None, Default::default()).unwrap();
             c.timeline[0].trigger == "model" && c.decision_ms < plain.initial_check_delay_ms
         })
         .expect("a held-out clip the model calls a machine early");
@@ -358,11 +358,11 @@ fn the_llm_confirms_a_machine_called_on_timing_alone() {
         llm_budget_ms: Some(1500),
         ..plain
     };
-    let alone = classify_file(&row.path, plain, None, 60_000).unwrap();
+    let alone = classify_file(&row.path, plain, None, Default::default()).unwrap();
 
     let (url, calls) = serve(Mode::Human);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), Default::default()).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once");
     assert!(c.escalated);
     assert_eq!(c.answered_by, "human", "{}: {c:?}", row.file);
@@ -376,16 +376,52 @@ fn the_llm_confirms_a_machine_called_on_timing_alone() {
 
     let (url, _) = serve(Mode::Machine);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), Default::default()).unwrap();
     assert_eq!(c.answered_by, "machine_start", "{c:?}");
     assert_eq!(c.timeline[0].trigger, "llm");
 
     let (url, _) = serve(Mode::ServerError);
     let v = BlockingVerifier::new(verifier(url)).unwrap();
-    let c = classify_file(&row.path, cfg, Some(&v), 60_000).unwrap();
+    let c = classify_file(&row.path, cfg, Some(&v), Default::default()).unwrap();
     assert_eq!(
         c.answered_by, "machine_start",
         "the model's call stands: {c:?}"
     );
     assert_eq!(c.timeline[0].trigger, "llm_failed");
+}
+
+/// `amd classify --llm` asks the model configured in the environment, as
+/// `amd bench --llm` does (it used to run without a verifier and report
+/// every escalation as "no LLM verifier configured").
+#[test]
+fn the_classify_command_asks_the_llm_from_the_environment() {
+    let cfg = AmdConfig {
+        llm_budget_ms: Some(1500),
+        ..AmdConfig::default()
+    };
+    let clip = ambiguous_clip(cfg);
+    let (url, calls) = serve(Mode::Machine);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args([
+            "amd",
+            "classify",
+            "--json",
+            "--llm",
+            "--llm-budget-ms",
+            "1500",
+        ])
+        .arg(&clip)
+        .env("DIALGATE_LLM_BASE_URL", &url)
+        .env("DIALGATE_LLM_MODEL", "audio-model")
+        .env("DIALGATE_LLM_API_KEY", "test-key")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "asked exactly once");
+    assert_eq!(c["escalated"], true, "{c}");
+    assert_eq!(c["answered_by"], "machine_start", "{c}");
+    assert_eq!(c["timeline"][0]["trigger"], "llm", "{c}");
+    assert!(c["llm_error"].is_null(), "{c}");
 }

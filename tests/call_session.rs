@@ -39,7 +39,7 @@ fn detected_clip(
                 &r.path,
                 dialgate::detect::amd::AmdConfig::default(),
                 None,
-                60_000,
+                Default::default(),
             )
             .unwrap();
             want(&c)

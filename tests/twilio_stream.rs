@@ -48,9 +48,14 @@ fn clip(scenario: &str, want: &str) -> (common::Label, Vec<[u8; FRAME_SAMPLES]>)
         .into_iter()
         .filter(|r| r.scenario == scenario)
         .find(|r| {
-            dialgate::detect::bench::classify_file(&r.path, Default::default(), None, 60_000)
-                .unwrap()
-                .answered_by
+            dialgate::detect::bench::classify_file(
+                &r.path,
+                Default::default(),
+                None,
+                Default::default(),
+            )
+            .unwrap()
+            .answered_by
                 == want
         })
         .unwrap();
@@ -351,10 +356,15 @@ async fn leave_message_plays_the_voicemail_agent_after_the_beep() {
         .into_iter()
         .filter(|r| r.scenario == "personal_vm_beep")
         .find(|r| {
-            dialgate::detect::bench::classify_file(&r.path, Default::default(), None, 60_000)
-                .unwrap()
-                .machine_end
-                .as_deref()
+            dialgate::detect::bench::classify_file(
+                &r.path,
+                Default::default(),
+                None,
+                Default::default(),
+            )
+            .unwrap()
+            .machine_end
+            .as_deref()
                 == Some("machine_end_beep")
         })
         .unwrap();
@@ -606,7 +616,9 @@ async fn an_unsure_detector_asks_the_llm_and_its_answer_decides() {
         .into_iter()
         .filter(|r| r.label == "machine")
         .find(|r| {
-            let c = dialgate::detect::bench::classify_file(&r.path, unsure, None, 60_000).unwrap();
+            let c =
+                dialgate::detect::bench::classify_file(&r.path, unsure, None, Default::default())
+                    .unwrap();
             c.escalated && c.timeline[0].trigger == "llm_failed"
         })
         .expect("a held-out voicemail the detector is unsure about");

@@ -48,6 +48,9 @@ pub enum WavError {
     /// The audio could not be resampled to 8 kHz.
     #[error(transparent)]
     Resample(#[from] super::resample::ResampleError),
+    /// A channel was asked for that the file does not have.
+    #[error("channel {asked} asked for, but the file has {channels} (channels count from 1)")]
+    NoSuchChannel { asked: u16, channels: u16 },
 }
 
 /// What a file that is not a RIFF WAV looks like, for the error: people
@@ -163,6 +166,8 @@ pub struct WavReader<R> {
     produced: u64,
     eof: bool,
     next_media_ms: u64,
+    /// The one channel to read (0-based); `None` mixes them all.
+    channel: Option<u16>,
 }
 
 impl WavReader<BufReader<File>> {
@@ -378,7 +383,26 @@ impl<R: Read> WavReader<R> {
             produced: 0,
             eof: false,
             next_media_ms: 0,
+            channel: None,
         })
+    }
+
+    /// Reads only `channel` (counted from 1) instead of the mix of all.
+    ///
+    /// A call recorded in two channels (Twilio's dual-channel recordings, a
+    /// PBX's stereo monitor) holds the callee on one and our side on the
+    /// other; mixed, the other side's audio (early media, a prompt played
+    /// too soon) would be taken for the callee's.
+    pub fn select_channel(&mut self, channel: u16) -> Result<(), WavError> {
+        let channels = self.info.channels;
+        if channel == 0 || channel > channels {
+            return Err(WavError::NoSuchChannel {
+                asked: channel,
+                channels,
+            });
+        }
+        self.channel = Some(channel - 1);
+        Ok(())
     }
 
     /// The header's description of the audio.
@@ -438,11 +462,20 @@ impl<R: Read> WavReader<R> {
         }
         let channels = self.info.channels as i32;
         for frame in self.raw[..whole].chunks_exact(block) {
-            let sum: i32 = frame
-                .chunks_exact(bps)
-                .map(|s| i32::from(self.decode_sample(s)))
-                .sum();
-            self.pending.push((sum / channels) as i16);
+            let sample = match self.channel {
+                Some(c) => {
+                    let at = usize::from(c) * bps;
+                    self.decode_sample(&frame[at..at + bps])
+                }
+                None => {
+                    let sum: i32 = frame
+                        .chunks_exact(bps)
+                        .map(|s| i32::from(self.decode_sample(s)))
+                        .sum();
+                    (sum / channels) as i16
+                }
+            };
+            self.pending.push(sample);
         }
         self.source_frames_read += (whole / block) as u64;
         Ok(whole > 0 && got == want)
@@ -743,6 +776,40 @@ mod tests {
             .count();
         let freq = crossings as f64 / 2.0;
         assert!((freq - 700.0).abs() < 5.0, "{freq}");
+    }
+
+    #[test]
+    fn one_channel_of_a_two_channel_call_is_read_alone() {
+        // our side plays a tone on the left, the callee is silent on the right
+        let left = sine(8000, 700.0, 500);
+        let mut data = Vec::new();
+        for (i, s) in left.iter().enumerate() {
+            data.extend_from_slice(&s.to_le_bytes());
+            data.extend_from_slice(&(i as i16 % 7).to_le_bytes());
+        }
+        let bytes = header(1, 2, 8000, 16, &data);
+        let read = |channel: Option<u16>| -> Result<Vec<i16>, WavError> {
+            let mut r = WavReader::new(&bytes[..])?;
+            if let Some(c) = channel {
+                r.select_channel(c)?;
+            }
+            let mut all = vec![0i16; 8000];
+            let n = r.read_samples(&mut all)?;
+            all.truncate(n);
+            Ok(all)
+        };
+        assert_eq!(read(Some(1)).unwrap(), left);
+        let right = read(Some(2)).unwrap();
+        assert!(right.iter().enumerate().all(|(i, s)| *s == i as i16 % 7));
+        let mixed = read(None).unwrap();
+        assert_eq!(mixed[1], ((i32::from(left[1]) + 1) / 2) as i16);
+        for bad in [0, 3] {
+            let err = read(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("channel {bad}")) && err.contains("has 2"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -145,14 +145,44 @@ fn entry(d: &AmdDecision) -> TimelineEntry {
     }
 }
 
-/// Runs the detector over a file. Reads at most `max_audio_ms` (a long
-/// recording is cut there: AMD is decided in seconds).
+/// How a recording is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Read at most this much (a long recording is cut there: AMD is
+    /// decided in seconds).
+    pub max_audio_ms: u64,
+    /// The callee's channel of a multi-channel recording, from 1; `None`
+    /// mixes all channels.
+    pub channel: Option<u16>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            max_audio_ms: 60_000,
+            channel: None,
+        }
+    }
+}
+
+impl ReadOptions {
+    fn open(&self, path: &Path) -> Result<WavReader<std::io::BufReader<std::fs::File>>, WavError> {
+        let mut reader = WavReader::open(path)?;
+        if let Some(c) = self.channel {
+            reader.select_channel(c)?;
+        }
+        Ok(reader)
+    }
+}
+
+/// Runs the detector over a file.
 pub fn classify_file(
     path: &Path,
     cfg: AmdConfig,
     verifier: Option<&dyn Verifier>,
-    max_audio_ms: u64,
+    read: ReadOptions,
 ) -> Result<Classification, BenchError> {
+    let max_audio_ms = read.max_audio_ms;
     let file = path.display().to_string();
     let wav = |source| BenchError::Wav {
         file: file.clone(),
@@ -162,7 +192,7 @@ pub fn classify_file(
         file: file.clone(),
         source,
     };
-    let mut reader = WavReader::open(path).map_err(wav)?;
+    let mut reader = read.open(path).map_err(wav)?;
     let mut amd = Amd::new(cfg).map_err(amd_err)?;
     let cpu0 = thread_cpu();
     let mut decisions: Vec<AmdDecision> = Vec::new();
@@ -241,14 +271,15 @@ pub fn classify_file(
 pub fn classify_baseline(
     path: &Path,
     baseline: Baseline,
-    max_audio_ms: u64,
+    read: ReadOptions,
 ) -> Result<Classification, BenchError> {
+    let max_audio_ms = read.max_audio_ms;
     let file = path.display().to_string();
     let wav = |source| BenchError::Wav {
         file: file.clone(),
         source,
     };
-    let mut reader = WavReader::open(path).map_err(wav)?;
+    let mut reader = read.open(path).map_err(wav)?;
     let cpu0 = thread_cpu();
     let mut ast = AsteriskAmd::default();
     let mut tw = match baseline {
@@ -610,7 +641,7 @@ pub fn bench(
     detector: Detector<'_>,
     threads: usize,
     per_file: bool,
-    max_audio_ms: u64,
+    read: ReadOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, BenchError> {
     let rows = corpus::read_labels(dir)?;
@@ -633,11 +664,9 @@ pub fn bench(
                         .map(|i| {
                             let r = match detector {
                                 Detector::Dialgate(cfg, v) => {
-                                    classify_file(&paths[i], *cfg, v, max_audio_ms)
+                                    classify_file(&paths[i], *cfg, v, read)
                                 }
-                                Detector::Baseline(b) => {
-                                    classify_baseline(&paths[i], b, max_audio_ms)
-                                }
+                                Detector::Baseline(b) => classify_baseline(&paths[i], b, read),
                             };
                             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                             progress(n, paths.len());
