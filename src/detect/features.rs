@@ -513,6 +513,7 @@ mod tests {
                     start_ms: next_chunk,
                     end_ms: next_chunk + 32,
                     prob,
+                    level_dbfs: -30.0,
                 });
                 next_chunk += 32;
             }
