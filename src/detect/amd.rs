@@ -215,6 +215,13 @@ pub enum LlmVerdict {
     Failed,
 }
 
+/// Gaps between key presses up to this long are bridged by the VAD's
+/// segmenter (its 160 ms of silence to end a segment, and a chunk).
+const DTMF_BRIDGE_MS: u64 = 200;
+/// What a burst of key presses adds to the VAD's speech beyond its tones:
+/// two 32 ms chunks of the model's lag.
+const DTMF_LAG_MS: u64 = 64;
+
 /// Sound heard this recently (music, tones) means the line is not quiet:
 /// no `unknown` on the no-speech timeout yet.
 const SOUND_HOLD_MS: u64 = 1000;
@@ -503,8 +510,11 @@ pub struct Amd {
     deadline_at_ms: Option<u64>,
     /// …and whether the caller was silent then, found human by the model.
     silent_at_deadline: bool,
-    /// Key presses the tone bank heard, ms in all.
+    /// Key presses the tone bank heard, ms in all, with the gaps between
+    /// presses the VAD bridges…
     dtmf_ms: u64,
+    /// …and the end of the last one.
+    last_dtmf_end_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Amd {
@@ -537,6 +547,7 @@ impl Amd {
             deadline_at_ms: None,
             silent_at_deadline: false,
             dtmf_ms: 0,
+            last_dtmf_end_ms: None,
         })
     }
 
@@ -665,7 +676,18 @@ impl Amd {
             start_ms, end_ms, ..
         } = tone
         {
-            self.dtmf_ms += end_ms.saturating_sub(start_ms);
+            // Key presses the VAD takes for speech are not a voice. A burst
+            // of them is one "utterance" to it: the gaps between presses,
+            // shorter than a pause, count as key presses too, and so does
+            // the model's lag after each burst. (Counting the tones alone, a
+            // callee keying "**0AA0" on a lossy line was a voice, and a
+            // machine.)
+            let bridged = self
+                .last_dtmf_end_ms
+                .map(|prev| start_ms.saturating_sub(prev))
+                .filter(|&gap| gap <= DTMF_BRIDGE_MS);
+            self.dtmf_ms += end_ms.saturating_sub(start_ms) + bridged.unwrap_or(DTMF_LAG_MS);
+            self.last_dtmf_end_ms = Some(end_ms);
             return;
         }
         let voice = self.voice_heard();
@@ -912,7 +934,30 @@ impl Amd {
     /// pressed keys has not answered with a voice: no `human` on that.
     fn voice_heard(&self) -> bool {
         let f = self.frontend.features();
-        f.has_speech() && (self.dtmf_ms == 0 || f.speech_ms() > self.dtmf_ms)
+        f.has_speech() && f.speech_ms() > self.key_press_ms()
+    }
+
+    /// Key presses heard so far, ms, as the VAD may count them: those
+    /// reported, and the one sounding now or the gap after the last one
+    /// (the VAD's speech runs live, a key press is reported when it ends).
+    /// Found by `tests/amd_properties.rs`: a burst of presses passed for a
+    /// voice, and a machine, while the last one was still sounding.
+    fn key_press_ms(&self) -> u64 {
+        let bridged = |start: u64| {
+            self.last_dtmf_end_ms
+                .map(|end| start.saturating_sub(end))
+                .filter(|&gap| gap <= DTMF_BRIDGE_MS)
+        };
+        let now = self.now_ms;
+        let open = match self.frontend.tones().dtmf_in_progress() {
+            Some(start) => now.saturating_sub(start) + bridged(start).unwrap_or(DTMF_LAG_MS),
+            // (a gap: bridged if the next press comes soon; if not, the
+            // VAD's segment runs on until its silence confirms the end)
+            None => self
+                .last_dtmf_end_ms
+                .map_or(0, |end| now.saturating_sub(end).min(DTMF_BRIDGE_MS)),
+        };
+        self.dtmf_ms + open
     }
 
     /// Whether a tone that began at `tone_start_ms` can be the beep that
@@ -972,9 +1017,14 @@ impl Amd {
                 self.decide(AmdOutcome::MachineEndOther, Trigger::EndOther, None)
             }
             State::Listening | State::Verifying { .. } | State::Deferring { .. } => {
+                // (a machine on the model only on the speech it needs while
+                // listening: a call that ends after a burst of noise the VAD
+                // took for 200 ms of speech had p 0.99, and was a machine)
                 if !self.voice_heard() {
                     self.decide(AmdOutcome::Unknown, Trigger::EndOfAudio, None);
-                } else if self.p_machine >= self.cfg.machine_threshold {
+                } else if self.p_machine >= self.cfg.machine_threshold
+                    && self.frontend.features().voiced_ms() >= self.cfg.min_machine_speech_ms
+                {
                     self.decide(AmdOutcome::MachineStart, Trigger::EndOfAudio, None);
                     self.decide(AmdOutcome::MachineEndOther, Trigger::EndOfAudio, None);
                 } else if self.p_machine <= self.cfg.deadline_human_threshold {

@@ -337,6 +337,12 @@ impl ToneBank {
             .or(self.ended.as_ref().map(|(run, _)| run))
     }
 
+    /// The start of a key press sounding now (reported as
+    /// [`ToneEvent::Dtmf`] when it ends).
+    pub fn dtmf_in_progress(&self) -> Option<u64> {
+        self.dtmf.map(|s| s.start_ms)
+    }
+
     /// The RMS level of the last frame pushed, dBFS (-96 for digital
     /// silence).
     pub fn level_dbfs(&self) -> f32 {
