@@ -680,13 +680,8 @@ impl Amd {
             // of them is one "utterance" to it: the gaps between presses,
             // shorter than a pause, count as key presses too, and so does
             // the model's lag after each burst. (Counting the tones alone, a
-            // callee keying "**0AA0" on a lossy line was a voice, and a
-            // machine.)
-            let bridged = self
-                .last_dtmf_end_ms
-                .map(|prev| start_ms.saturating_sub(prev))
-                .filter(|&gap| gap <= DTMF_BRIDGE_MS);
-            self.dtmf_ms += end_ms.saturating_sub(start_ms) + bridged.unwrap_or(DTMF_LAG_MS);
+            // callee keying sixteen digits was a voice, and a machine.)
+            self.dtmf_ms += end_ms.saturating_sub(start_ms) + self.dtmf_gap_before(start_ms);
             self.last_dtmf_end_ms = Some(end_ms);
             return;
         }
@@ -943,14 +938,9 @@ impl Amd {
     /// Found by `tests/amd_properties.rs`: a burst of presses passed for a
     /// voice, and a machine, while the last one was still sounding.
     fn key_press_ms(&self) -> u64 {
-        let bridged = |start: u64| {
-            self.last_dtmf_end_ms
-                .map(|end| start.saturating_sub(end))
-                .filter(|&gap| gap <= DTMF_BRIDGE_MS)
-        };
         let now = self.now_ms;
         let open = match self.frontend.tones().dtmf_in_progress() {
-            Some(start) => now.saturating_sub(start) + bridged(start).unwrap_or(DTMF_LAG_MS),
+            Some(start) => now.saturating_sub(start) + self.dtmf_gap_before(start),
             // (a gap: bridged if the next press comes soon; if not, the
             // VAD's segment runs on until its silence confirms the end)
             None => self
@@ -958,6 +948,16 @@ impl Amd {
                 .map_or(0, |end| now.saturating_sub(end).min(DTMF_BRIDGE_MS)),
         };
         self.dtmf_ms + open
+    }
+
+    /// What a key press starting at `start_ms` adds to the burst before
+    /// it: the gap since the last press when the VAD bridges it, else the
+    /// model's lag of a new burst.
+    fn dtmf_gap_before(&self, start_ms: u64) -> u64 {
+        self.last_dtmf_end_ms
+            .map(|end| start_ms.saturating_sub(end))
+            .filter(|&gap| gap <= DTMF_BRIDGE_MS)
+            .unwrap_or(DTMF_LAG_MS)
     }
 
     /// Whether a tone that began at `tone_start_ms` can be the beep that
