@@ -41,23 +41,19 @@ fn config(session: SessionConfig) -> ServerConfig {
     }
 }
 
+/// The detector's result on a clip, with the default settings.
+fn classified(path: &std::path::Path) -> dialgate::detect::bench::Classification {
+    dialgate::detect::bench::classify_file(path, Default::default(), None, Default::default())
+        .unwrap()
+}
+
 /// The μ-law frames of a held-out clip the detector classifies as `want`.
 fn clip(scenario: &str, want: &str) -> (common::Label, Vec<[u8; FRAME_SAMPLES]>) {
     let dir = common::corpus_dir().join("heldout");
     let row = common::labels(&dir)
         .into_iter()
         .filter(|r| r.scenario == scenario)
-        .find(|r| {
-            dialgate::detect::bench::classify_file(
-                &r.path,
-                Default::default(),
-                None,
-                Default::default(),
-            )
-            .unwrap()
-            .answered_by
-                == want
-        })
+        .find(|r| classified(&r.path).answered_by == want)
         .unwrap();
     let frames = ulaw_frames(&row.path);
     (row, frames)
@@ -355,18 +351,7 @@ async fn leave_message_plays_the_voicemail_agent_after_the_beep() {
     let row = common::labels(&dir)
         .into_iter()
         .filter(|r| r.scenario == "personal_vm_beep")
-        .find(|r| {
-            dialgate::detect::bench::classify_file(
-                &r.path,
-                Default::default(),
-                None,
-                Default::default(),
-            )
-            .unwrap()
-            .machine_end
-            .as_deref()
-                == Some("machine_end_beep")
-        })
+        .find(|r| classified(&r.path).machine_end.as_deref() == Some("machine_end_beep"))
         .unwrap();
     leave_message_on(row).await;
 }
