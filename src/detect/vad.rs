@@ -110,7 +110,7 @@ pub struct VadChunk {
 /// `tests/amd_properties.rs`). Speech is louder: the quietest in the corpus
 /// (quiet people turned down by 8 dB) is about -46 dBFS, a normal
 /// telephone talker about -20. At -55 dBFS no training feature changes and
-/// two decisions of 2,600 held-out clips move by 60 and 640 ms; at -60 the
+/// two decisions of 2,965 held-out clips move by 60 and 640 ms; at -60 the
 /// stepped, lossy noise still passed. Only the start is gated: a word's
 /// tail fades below it, and ending segments sooner would change every pause
 /// the model was trained on.
