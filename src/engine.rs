@@ -760,16 +760,28 @@ impl Engine {
                 .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
                 .map(|d| d.timestamp_millis())
                 .unwrap_or(0);
-            if created >= since && self.store.call_by_provider_id(&c.sid)?.is_none() {
-                let p = Patch {
-                    provider_call_id: Some(c.sid.clone()),
-                    ..Patch::default()
-                };
-                self.store
-                    .transition(&call.id, CallStatus::Initiated, now, &p)?;
-                tracing::info!(call_queue_id = %call.id, sid = %c.sid, "adopted a call the carrier placed (its answer was lost)");
-                return Ok(Settled::Adopted(c.sid));
+            if created < since {
+                continue;
             }
+            // (a status callback for this very call may have reached the
+            // restarted process first and recorded its id on this attempt:
+            // then it is already this attempt's, not another's)
+            match self.store.call_by_provider_id(&c.sid)? {
+                Some(owner) if owner.id == call.id => {
+                    tracing::info!(call_queue_id = %call.id, sid = %c.sid, "adopted a call the carrier placed (its status came first)");
+                    return Ok(Settled::Adopted(c.sid));
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            let p = Patch {
+                provider_call_id: Some(c.sid.clone()),
+                ..Patch::default()
+            };
+            self.store
+                .transition(&call.id, CallStatus::Initiated, now, &p)?;
+            tracing::info!(call_queue_id = %call.id, sid = %c.sid, "adopted a call the carrier placed (its answer was lost)");
+            return Ok(Settled::Adopted(c.sid));
         }
         self.end_failed(
             &call.id,
