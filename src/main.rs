@@ -1145,8 +1145,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
                 println!(
-                    "RTP: {} frames in, {} out (+{} of silence), {} lost; {} RTCP reports sent; jitter median {:.2} ms, worst {:.2} ms; AMD decided on {}",
+                    "RTP: {} frames in (+{} concealed), {} out (+{} of silence), {} lost; {} RTCP reports sent; jitter median {:.2} ms, worst {:.2} ms; AMD decided on {}",
                     r.frames_in,
+                    r.frames_concealed,
                     r.frames_out,
                     r.silence_out,
                     r.frames_lost,

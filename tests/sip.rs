@@ -1303,3 +1303,93 @@ async fn sit_on_early_media_cancels_the_call() {
     );
     assert_eq!(report.progress, vec![183]);
 }
+
+/// A callee behind a lossy line whose phone stops sending in its pauses
+/// (silence suppression): it answers with PCMU and says "Hello?" (a
+/// held-out corpus clip), but one packet in seven is lost on the way and,
+/// once the hello ends, no packet comes at all. The media clock keeps the
+/// sender's time: the lost packets are concealed where their timestamps
+/// say, and once nothing comes the callee's time runs on in silence, so
+/// AMD hears the pause after the hello and calls a person. (Before, the
+/// clock stood still while nothing came, and AMD decided only when the
+/// call ended, on the audio running out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_callee_who_sends_nothing_in_its_pause_is_heard_as_a_person() {
+    use dialgate::detect::amd::{AmdOutcome, Trigger};
+    let sip = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let callee = sip.local_addr().unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let clip =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/amd/heldout/hello_silence_0073.wav");
+    let (_, samples) = dialgate::audio::wav::read_8k_mono(&clip, None).unwrap();
+    // labels.csv: the hello ends at 2040 ms; the phone sends 100 ms more
+    let talk = (2140 / 20) as usize;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent_by_callee = sent.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let method = req.split(' ').next().unwrap_or("").to_string();
+            if method != "INVITE" && method != "BYE" {
+                continue;
+            }
+            let mut out = response_to(&req, "200 OK");
+            if method == "BYE" {
+                out += "Content-Length: 0\r\n\r\n";
+                let _ = sip.send_to(out.as_bytes(), src).await;
+                continue;
+            }
+            out += &format!("Contact: <sip:callee@{callee}>\r\n{}", sdp_body(media_port));
+            let _ = sip.send_to(out.as_bytes(), src).await;
+            let to = SocketAddr::from(([127, 0, 0, 1], offered_rtp_port(&req)));
+            let (media, samples, sent) = (media.clone(), samples.clone(), sent_by_callee.clone());
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                for (k, chunk) in samples.chunks_exact(160).take(talk).enumerate() {
+                    // paced by the clock, as a phone sends
+                    tokio::time::sleep_until(start + Duration::from_millis(20 * k as u64)).await;
+                    if k % 7 == 3 {
+                        continue; // lost on the way
+                    }
+                    let mut ulaw = [0u8; 160];
+                    for (b, &x) in ulaw.iter_mut().zip(chunk) {
+                        *b = dialgate::audio::g711::ulaw_encode(x);
+                    }
+                    let _ = media
+                        .send_to(&pcmu_packet(k as u16, 0x7A1C, &ulaw), to)
+                        .await;
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = l.local_addr().unwrap();
+    tokio::spawn(dialgate::agent::echo::serve(l));
+    let report = place(callee, agent, |cfg| cfg.session.max_duration_ms = 5000).await;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    assert_eq!(report.outcome, Outcome::Completed);
+    // a person, on the pause after the hello (not at the end of the call,
+    // which the stalled clock left AMD to)
+    let d = report.amd_first.expect("AMD decided");
+    assert_eq!(d.outcome, AmdOutcome::Human, "{report:?}");
+    assert_eq!(d.trigger, Trigger::ShortUtterance, "{report:?}");
+    assert!((2040..3000).contains(&d.at_ms), "{d:?}");
+    assert_eq!(
+        report.frames_in, sent,
+        "every packet sent was heard: {report:?}"
+    );
+    // the 15 lost inside the hello, then the pause until the call's end
+    let lost = (0..talk).filter(|k| k % 7 == 3).count() as u64;
+    assert!(
+        report.frames_concealed >= lost + 100,
+        "{lost} lost and 2 s or more of pause filled: {report:?}"
+    );
+    assert!(
+        report.frames_in + report.frames_concealed <= 5000 / 20 + 10,
+        "no more time than the call lasted: {report:?}"
+    );
+    assert_eq!(report.frames_late, 0, "{report:?}");
+}

@@ -12,9 +12,11 @@
 //! | [`ring`] | lock-free SPSC hand-off of frames between threads | none |
 //! | [`wav`] | streaming WAV reader (any rate/channels, PCM/float/μ-law/A-law) and writer | reader buffers sized once |
 //! | [`opus`] | 20 ms Opus frames at 48 kHz | none |
+//! | [`plc`] | packet-loss concealment: a hole in the audio filled from the last pitch period, fading out | none |
 
 pub mod g711;
 pub mod opus;
+pub mod plc;
 pub mod resample;
 pub mod ring;
 pub mod synth;

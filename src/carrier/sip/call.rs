@@ -1,8 +1,12 @@
 //! One SIP call with its media, driven like a Twilio stream: the [`Uac`]
 //! places an outbound call, the [`Uas`] takes an inbound one (from
 //! [`super::inbound`]); once answered, RTP from the callee is re-ordered,
-//! decoded (PCMU or PCMA) and fed to the same [`CallSession`] as Twilio's
-//! frames (AMD, the agent bridge, the voicemail rules, the lifecycle), and
+//! decoded (PCMU, PCMA or Opus) and fed to the same [`CallSession`] as
+//! Twilio's frames (AMD, the agent bridge, the voicemail rules, the
+//! lifecycle). Audio that never came, a lost packet or a pause the callee's
+//! phone sends nothing in, is filled ([`Playout`] says where and how much,
+//! concealment fading to silence), so the session's media time is the
+//! sender's. The session's paced 20 ms frames go back as RTP, and
 //! the session's paced 20 ms frames go back as RTP. RFC 4733 digits reach
 //! the agent. This task owns two UDP sockets and a clock, nothing more.
 
@@ -16,8 +20,8 @@ use tokio::time::Instant;
 use super::framing::Framer;
 use super::rtcp::{RemoteView, Rtcp, ntp_from_unix_micros};
 use super::rtp::{
-    self, DtmfReceiver, DtmfSender, JitterBuffer, JitterEstimator, Latch, RtpHeader,
-    TelephoneEvent, TxTimeline,
+    self, Arrival, DtmfReceiver, DtmfSender, JitterBuffer, JitterEstimator, Latch, Playout,
+    RtpHeader, TelephoneEvent, TxTimeline,
 };
 pub use super::sdp::{Codec, Negotiated, negotiate};
 use super::uac::{Dial, Outcome, SipError, SipEvent, Transport, TrunkConfig, Uac};
@@ -25,9 +29,11 @@ use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
 use crate::audio::opus::{self, OpusDecoder, OpusEncoder};
+use crate::audio::plc::Concealer;
 use crate::audio::resample::Resampler;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
 use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
+use crate::detect::amd::AmdDecision;
 use crate::detect::llm::LlmVerifier;
 use crate::detect::tones::{ToneBank, ToneConfig, ToneEvent};
 use crate::engine::Engine;
@@ -78,6 +84,12 @@ pub struct SipCallReport {
     pub rtcp: RemoteView,
     /// Frames the jitter buffer gave up on.
     pub frames_lost: u64,
+    /// 20 ms frames of the callee's audio that never came (lost, or not
+    /// sent in a pause) and were filled, so the media clock kept the
+    /// sender's time: concealment, fading to silence.
+    pub frames_concealed: u64,
+    /// Packets that came after their time had been filled (dropped).
+    pub frames_late: u64,
     /// Datagrams ignored (malformed, or from a stranger).
     pub ignored: u64,
     /// RFC 3550 interarrival jitter of the callee's RTP at the end, ms.
@@ -85,6 +97,9 @@ pub struct SipCallReport {
     /// The latest AMD outcome, if decided (`machine_end_*` once the end of
     /// a greeting is found after `machine_start`).
     pub answered_by: Option<String>,
+    /// The first AMD decision: what answered, at what media time, on what
+    /// evidence.
+    pub amd_first: Option<AmdDecision>,
     /// The session's end type, if it ran.
     pub end_type: Option<String>,
 }
@@ -138,8 +153,9 @@ impl OpusLeg {
         })
     }
 
-    /// Decodes one packet into 20 ms frames at 8 kHz (`frames[..n]`).
-    fn decode(&mut self, payload: &[u8]) -> Result<usize, String> {
+    /// Decodes one packet into 20 ms frames at 8 kHz (`frames[..n]`);
+    /// also the 48 kHz samples it carried.
+    fn decode(&mut self, payload: &[u8]) -> Result<(usize, u32), String> {
         let n = self
             .dec
             .decode(payload, &mut self.pcm48)
@@ -150,7 +166,18 @@ impl OpusLeg {
             self.down.process(chunk, out).map_err(|e| e.to_string())?;
             self.n_frames += 1;
         }
-        Ok(self.n_frames)
+        Ok((self.n_frames, n as u32))
+    }
+
+    /// One 20 ms frame at 8 kHz of the decoder's own concealment, for a
+    /// packet that never came (`frames[0]`).
+    fn conceal(&mut self) -> Result<(), String> {
+        let frame = &mut self.pcm48[..opus::OPUS_FRAME];
+        self.dec.decode(&[], frame).map_err(|e| e.to_string())?;
+        self.down
+            .process(frame, &mut self.frames[0])
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Encodes one 20 ms μ-law frame into `out`; the packet's length.
@@ -178,6 +205,8 @@ impl Media {
             opus,
             pending: [0; 4 * FRAME_SAMPLES],
             pending_len: 0,
+            playout: Playout::new(8000 * neg.codec.clock_factor(), now),
+            plc: Concealer::default(),
             dtmf: DtmfReceiver::default(),
             arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
             pt: neg.codec.payload_type(),
@@ -200,7 +229,67 @@ impl Media {
             early_tones: None,
         })
     }
+
+    /// Decodes one payload of the callee's into 20 ms frames
+    /// (`frames[..n]`); also the clock ticks it played.
+    fn decode(&mut self, payload: &[u8], frames: &mut [Pcm; 6]) -> Result<(usize, u32), String> {
+        if let Some(leg) = self.opus.as_mut() {
+            let (n, ticks) = leg.decode(payload)?;
+            frames[..n].copy_from_slice(&leg.frames[..n]);
+            return Ok((n, ticks));
+        }
+        // G.711 re-framing: at most 60 ms comes in, under 20 ms waits
+        let dst = &mut self.pending[self.pending_len..self.pending_len + payload.len()];
+        match self.neg.codec {
+            Codec::Pcma => g711::alaw_decode_into(payload, dst),
+            _ => g711::ulaw_decode_into(payload, dst),
+        };
+        self.plc.heard(dst);
+        self.pending_len += payload.len();
+        let mut n = 0;
+        while let Some(f) = self.take_frame() {
+            frames[n] = f;
+            n += 1;
+        }
+        Ok((n, payload.len() as u32))
+    }
+
+    /// Conceals up to 20 ms of the `left` clock ticks still missing; the
+    /// frame, once one is whole.
+    fn conceal(&mut self, left: &mut u32) -> Result<Option<Pcm>, String> {
+        if let Some(leg) = self.opus.as_mut() {
+            // whole frames: a hole of under half a frame is not worth one
+            let whole = *left >= opus::OPUS_FRAME as u32 / 2;
+            *left = left.saturating_sub(opus::OPUS_FRAME as u32);
+            if !whole {
+                return Ok(None);
+            }
+            leg.conceal()?;
+            return Ok(Some(leg.frames[0]));
+        }
+        let k = (*left as usize).min(FRAME_SAMPLES);
+        self.plc
+            .conceal(&mut self.pending[self.pending_len..self.pending_len + k]);
+        self.pending_len += k;
+        *left -= k as u32;
+        Ok(self.take_frame())
+    }
+
+    /// The oldest whole 20 ms of G.711 audio waiting, if any.
+    fn take_frame(&mut self) -> Option<Pcm> {
+        if self.pending_len < FRAME_SAMPLES {
+            return None;
+        }
+        let mut f = [0; FRAME_SAMPLES];
+        f.copy_from_slice(&self.pending[..FRAME_SAMPLES]);
+        self.pending.copy_within(FRAME_SAMPLES..self.pending_len, 0);
+        self.pending_len -= FRAME_SAMPLES;
+        Some(f)
+    }
 }
+
+/// 20 ms of 8 kHz audio.
+type Pcm = [i16; FRAME_SAMPLES];
 
 struct Media {
     neg: Negotiated,
@@ -209,9 +298,14 @@ struct Media {
     jitter: JitterBuffer<{ opus::MAX_PACKET }>,
     /// the Opus codec, when the call uses it
     opus: Option<Box<OpusLeg>>,
-    /// decoded payload bytes waiting to make whole 20 ms frames
-    pending: [u8; 4 * FRAME_SAMPLES],
+    /// decoded G.711 audio waiting to make whole 20 ms frames
+    pending: [i16; 4 * FRAME_SAMPLES],
     pending_len: usize,
+    /// the callee's media clock: what is missing, and when a quiet
+    /// sender's time runs on
+    playout: Playout,
+    /// fills G.711's holes (Opus conceals its own)
+    plc: Concealer,
     dtmf: DtmfReceiver,
     arrival: JitterEstimator,
     /// payload type, next sequence number and SSRC of what we send (the
@@ -452,9 +546,12 @@ pub(crate) async fn drive(
         rtcp_sent: 0,
         rtcp: RemoteView::default(),
         frames_lost: 0,
+        frames_concealed: 0,
+        frames_late: 0,
         ignored: 0,
         jitter_ms: 0.0,
         answered_by: None,
+        amd_first: None,
         end_type: None,
     };
     let mut session: Option<CallSession> = None;
@@ -566,6 +663,7 @@ pub(crate) async fn drive(
                 // the latest decision: `machine_end_*` follows `machine_start`
                 if let Output::Lifecycle(Lifecycle::AmdDecided(d)) = &out {
                     report.answered_by = Some(d.outcome.as_str().to_string());
+                    report.amd_first.get_or_insert(*d);
                 }
                 let Some(c) = side.perform(s, out, media_ms, t).await else {
                     continue;
@@ -656,6 +754,10 @@ pub(crate) async fn drive(
             media.as_ref().and_then(|m| m.dtmf_out.poll_timeout()),
             media.as_ref().map(|m| m.timeline.fill_due()),
             media.as_ref().map(|m| m.rtcp.poll_timeout()),
+            media
+                .as_ref()
+                .filter(|m| m.early_tones.is_none())
+                .map(|m| m.playout.idle_due()),
         ]
         .into_iter()
         .flatten()
@@ -714,55 +816,43 @@ pub(crate) async fn drive(
                 }
                 m.arrival.push(epoch.elapsed().as_micros() as u64, h.ts);
                 report.jitter_ms = m.arrival.ms();
-                m.jitter.push(h.seq, payload);
-                // Packets may carry 10 to 60 ms: re-frame into 20 ms.
+                m.jitter.push(h.seq, h.ts, payload);
                 let mut sit = false;
-                let mut hear = |frame: &AudioFrame, report: &mut SipCallReport| {
-                    if let Some(s) = session.as_mut() {
-                        report.frames_in += 1;
-                        if let Err(e) = s.handle_carrier_media(t, frame) {
-                            tracing::warn!(error = %e, "AMD failed on a frame");
+                let mut packet = [0u8; opus::MAX_PACKET];
+                while let Some((ts, bytes)) = m.jitter.pop() {
+                    let len = bytes.len();
+                    packet[..len].copy_from_slice(bytes);
+                    let mut left = match m.playout.arrive(ts, t) {
+                        Arrival::Late => {
+                            report.frames_late += 1;
+                            continue;
                         }
-                    }
-                };
-                while let Some(bytes) = m.jitter.pop() {
-                    let mut frames = [[0i16; FRAME_SAMPLES]; 6];
-                    let mut n = 0;
-                    if let Some(leg) = m.opus.as_mut() {
-                        match leg.decode(bytes) {
-                            Ok(k) => {
-                                frames[..k].copy_from_slice(&leg.frames[..k]);
-                                n = k;
-                            }
+                        Arrival::Play { missing } => missing,
+                    };
+                    // first what never came, then this packet
+                    while left > 0 {
+                        match m.conceal(&mut left) {
+                            Ok(Some(pcm)) => sit |= hear(m, &mut session, &mut report, t, &pcm, true),
+                            Ok(None) => {}
                             Err(e) => {
-                                report.ignored += 1;
-                                tracing::debug!(error = %e, "Opus packet dropped");
+                                tracing::debug!(error = %e, "concealment failed");
+                                break;
                             }
                         }
-                    } else {
-                        m.pending[m.pending_len..m.pending_len + bytes.len()].copy_from_slice(bytes);
-                        m.pending_len += bytes.len();
-                        let mut used = 0;
-                        while m.pending_len - used >= FRAME_SAMPLES {
-                            let chunk = &m.pending[used..used + FRAME_SAMPLES];
-                            let _ = match m.neg.codec {
-                                Codec::Pcma => g711::alaw_decode_into(chunk, &mut frames[n]),
-                                _ => g711::ulaw_decode_into(chunk, &mut frames[n]),
-                            };
-                            used += FRAME_SAMPLES;
-                            n += 1;
-                        }
-                        m.pending.copy_within(used..m.pending_len, 0);
-                        m.pending_len -= used;
                     }
-                    for pcm in &frames[..n] {
-                        let frame = AudioFrame::from_pcm(pcm, m.media_ms);
-                        m.media_ms += u64::from(FRAME_MS);
-                        if let Some(tones) = m.early_tones.as_mut() {
-                            tones.push_frame(&frame, |ev| sit |= matches!(ev, ToneEvent::Sit { .. }));
-                        } else {
-                            hear(&frame, &mut report);
+                    let mut frames = [[0i16; FRAME_SAMPLES]; 6];
+                    let (n, ticks) = match m.decode(&packet[..len], &mut frames) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // its time is filled when the next one comes
+                            report.ignored += 1;
+                            tracing::debug!(error = %e, "packet not decoded");
+                            continue;
                         }
+                    };
+                    m.playout.played(ts, ticks);
+                    for pcm in &frames[..n] {
+                        sit |= hear(m, &mut session, &mut report, t, pcm, false);
                     }
                 }
                 if sit && !hung_up {
@@ -804,6 +894,25 @@ pub(crate) async fn drive(
             _ = tokio::time::sleep(sleep) => {
                 let t = now();
                 uac.handle_timeout(t)?;
+                // a callee who sends nothing (a pause under silence
+                // suppression, or no RTP at all): their time runs on
+                if let Some(m) = media.as_mut().filter(|m| m.early_tones.is_none()) {
+                    while m.playout.poll_idle(t) {
+                        let mut left = m.playout.frame_ticks();
+                        while left > 0 {
+                            match m.conceal(&mut left) {
+                                Ok(Some(pcm)) => {
+                                    hear(m, &mut session, &mut report, t, &pcm, true);
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "concealment failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
                 if let Some(s) = session.as_mut() { s.tick(t); }
             }
         }
@@ -813,6 +922,38 @@ pub(crate) async fn drive(
         report.end_type = s.end_type().map(|e| e.as_str().to_string());
     }
     Ok(report)
+}
+
+/// One 20 ms frame of the callee's audio (`concealed`: filled in for audio
+/// that never came), at the next step of the media clock: before the
+/// answer to the tone bank alone (true if it heard SIT), after it to the
+/// session.
+fn hear(
+    m: &mut Media,
+    session: &mut Option<CallSession>,
+    report: &mut SipCallReport,
+    t: u64,
+    pcm: &Pcm,
+    concealed: bool,
+) -> bool {
+    let frame = AudioFrame::from_pcm(pcm, m.media_ms);
+    m.media_ms += u64::from(FRAME_MS);
+    if let Some(tones) = m.early_tones.as_mut() {
+        let mut sit = false;
+        tones.push_frame(&frame, |ev| sit |= matches!(ev, ToneEvent::Sit { .. }));
+        return sit;
+    }
+    if let Some(s) = session.as_mut() {
+        if concealed {
+            report.frames_concealed += 1;
+        } else {
+            report.frames_in += 1;
+        }
+        if let Err(e) = s.handle_carrier_media(t, &frame) {
+            tracing::warn!(error = %e, "AMD failed on a frame");
+        }
+    }
+    false
 }
 
 /// Sends one 20 ms μ-law voice frame (the agent's or silence) in its slot

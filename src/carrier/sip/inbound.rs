@@ -263,6 +263,7 @@ impl Listener {
                     outcome = r.outcome.as_status(),
                     end_type = r.end_type.as_deref().unwrap_or(""),
                     frames_in = r.frames_in,
+                    frames_concealed = r.frames_concealed,
                     frames_out = r.frames_out,
                     "inbound call ended"
                 ),

@@ -46,6 +46,8 @@ pub struct SipLoadReport {
     pub rtcp_sent: u64,
     /// Frames the jitter buffers gave up.
     pub frames_lost: u64,
+    /// Frames filled in for the callees' audio that never came.
+    pub frames_concealed: u64,
     /// Interarrival jitter per call at its end, ms: median and worst.
     pub jitter_ms: (f64, f64),
     /// AMD decisions made.
@@ -112,6 +114,7 @@ pub async fn sip_load(cfg: SipLoadConfig) -> std::io::Result<SipLoadReport> {
         silence_out: 0,
         rtcp_sent: 0,
         frames_lost: 0,
+        frames_concealed: 0,
         jitter_ms: (0.0, 0.0),
         amd_decided: 0,
         cpu_us_per_call_s: 0.0,
@@ -135,6 +138,7 @@ pub async fn sip_load(cfg: SipLoadConfig) -> std::io::Result<SipLoadReport> {
                 report.silence_out += r.silence_out;
                 report.rtcp_sent += r.rtcp_sent;
                 report.frames_lost += r.frames_lost;
+                report.frames_concealed += r.frames_concealed;
                 report.amd_decided += usize::from(r.answered_by.is_some());
                 jitter.push(r.jitter_ms);
             }

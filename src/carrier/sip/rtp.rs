@@ -1,6 +1,7 @@
 //! RTP on the SIP media path, sans-IO and allocation-free: a header view
 //! over a received datagram, a writer for ours, RFC 4733 telephone-events,
-//! symmetric latching and a small reordering buffer.
+//! symmetric latching, a small reordering buffer and the callee's media
+//! clock (which audio is missing, and when a quiet sender's time runs on).
 //!
 //! Written here rather than taken from `rsiprtp`: its `RtpPacket` owns its
 //! payload and CSRC list (two allocations per packet), and the per-frame
@@ -441,6 +442,7 @@ const WINDOW: usize = 4;
 #[derive(Debug, Clone, Copy)]
 struct Held<const N: usize> {
     seq: u16,
+    ts: u32,
     len: usize,
     data: [u8; N],
 }
@@ -473,8 +475,9 @@ impl<const N: usize> Default for JitterBuffer<N> {
 }
 
 impl<const N: usize> JitterBuffer<N> {
-    /// Adds a packet's payload (over `N` bytes is discarded).
-    pub fn push(&mut self, seq: u16, payload: &[u8]) {
+    /// Adds a packet's payload with its sequence number and timestamp
+    /// (over `N` bytes is discarded).
+    pub fn push(&mut self, seq: u16, ts: u32, payload: &[u8]) {
         if payload.len() > N || payload.is_empty() {
             self.discarded += 1;
             return;
@@ -498,6 +501,7 @@ impl<const N: usize> JitterBuffer<N> {
         data[..payload.len()].copy_from_slice(payload);
         self.slots[slot] = Some(Held {
             seq,
+            ts,
             len: payload.len(),
             data,
         });
@@ -517,9 +521,10 @@ impl<const N: usize> JitterBuffer<N> {
         }
     }
 
-    /// The next payload in order, if it is here; once the window is full a
-    /// missing packet is given up and the one after it tried.
-    pub fn pop(&mut self) -> Option<&[u8]> {
+    /// The next payload in order with its timestamp, if it is here; once
+    /// the window is full a missing packet is given up and the one after it
+    /// tried. (What the given-up packet carried is [`Playout`]'s to fill.)
+    pub fn pop(&mut self) -> Option<(u32, &[u8])> {
         loop {
             let n = self.next?;
             let slot = usize::from(n) % WINDOW;
@@ -529,7 +534,7 @@ impl<const N: usize> JitterBuffer<N> {
                 self.slots[slot] = None;
                 self.next = Some(n.wrapping_add(1));
                 self.out[..h.len].copy_from_slice(&h.data[..h.len]);
-                return Some(&self.out[..h.len]);
+                return Some((h.ts, &self.out[..h.len]));
             }
             let held = self.slots.iter().filter(|s| s.is_some()).count();
             if held + 1 < WINDOW {
@@ -538,6 +543,119 @@ impl<const N: usize> JitterBuffer<N> {
             self.lost += 1;
             self.next = Some(n.wrapping_add(1));
         }
+    }
+}
+
+/// How long the callee may send nothing before their media clock runs on
+/// without them: longer than the jitter buffer waits for a missing packet
+/// (three packets, 60 ms at 20 ms) plus ordinary network jitter.
+pub const IDLE_HOLD_MS: u64 = 100;
+
+/// A timestamp this far from where the stream was, either way, starts a new
+/// stream (the far end restarted or switched sources): it is not a hole.
+const MAX_HOLE_MS: u32 = 10_000;
+
+/// The callee's media clock on our side: where each packet out of the
+/// jitter buffer belongs in time, and how much audio is missing before it.
+///
+/// Audio is played as it arrives, and two kinds of hole leave the clock
+/// short: a packet that never came (lost, or held back by a sender that
+/// stops sending in its pauses), found from the next packet's timestamp;
+/// and a sender that has gone quiet for now, found by the time since its
+/// last packet. The driver fills both, in 20 ms frames (concealment that
+/// fades to silence), so AMD's media time stays the sender's. A packet
+/// whose time was already filled while the sender was quiet is late and
+/// dropped, as any jitter buffer drops what comes after its play-out; so
+/// a stall never shifts the clock, and what is dropped is at most what was
+/// filled.
+#[derive(Debug, Clone)]
+pub struct Playout {
+    /// RTP clock ticks in 20 ms (160 for G.711, 960 for Opus).
+    frame: u32,
+    /// Where the next audio starts on the sender's clock, once a packet
+    /// played.
+    next_ts: Option<u32>,
+    /// When the last packet played (or the media began), driver ms.
+    last_ms: u64,
+    /// Frames filled since then because nothing came.
+    idle: u32,
+}
+
+/// What to do with a packet out of the jitter buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Fill this many clock ticks of missing audio, then play it.
+    Play {
+        /// Ticks between the audio played last and this packet.
+        missing: u32,
+    },
+    /// Its time was filled while the sender was quiet: drop it.
+    Late,
+}
+
+impl Playout {
+    /// The clock of a stream at `clock_hz` whose media began at `now`.
+    pub fn new(clock_hz: u32, now: u64) -> Self {
+        Self {
+            frame: clock_hz / 50,
+            next_ts: None,
+            last_ms: now,
+            idle: 0,
+        }
+    }
+
+    /// Clock ticks in one 20 ms frame.
+    pub fn frame_ticks(&self) -> u32 {
+        self.frame
+    }
+
+    /// A packet stamped `ts` is next in sequence, at `now`.
+    pub fn arrive(&mut self, ts: u32, now: u64) -> Arrival {
+        let missing = match self.next_ts {
+            None => 0,
+            Some(next) => {
+                let d = i64::from(ts.wrapping_sub(next) as i32);
+                let half = i64::from(self.frame / 2);
+                let filled = i64::from(self.idle) * i64::from(self.frame);
+                if d.unsigned_abs() > u64::from(MAX_HOLE_MS * (self.frame / 20)) {
+                    0 // a new stream: its clock starts here
+                } else if filled > 0 && d <= -half && d >= -(filled + half) {
+                    // starts inside what was filled (by half a frame or
+                    // more): its time has been played
+                    return Arrival::Late;
+                } else {
+                    // a little early, or before anything filled (a sender
+                    // whose clock stepped back): played from here
+                    d.max(0) as u32
+                }
+            }
+        };
+        self.last_ms = now;
+        self.idle = 0;
+        Arrival::Play { missing }
+    }
+
+    /// The packet stamped `ts` played `ticks` of audio.
+    pub fn played(&mut self, ts: u32, ticks: u32) {
+        self.next_ts = Some(ts.wrapping_add(ticks));
+    }
+
+    /// When the next frame is due if nothing comes (driver ms).
+    pub fn idle_due(&self) -> u64 {
+        self.last_ms + IDLE_HOLD_MS + 20 * u64::from(self.idle)
+    }
+
+    /// True if at `now` one more 20 ms frame must be filled because the
+    /// sender has sent nothing: call until false.
+    pub fn poll_idle(&mut self, now: u64) -> bool {
+        if now < self.idle_due() {
+            return false;
+        }
+        self.idle += 1;
+        if let Some(next) = self.next_ts.as_mut() {
+            *next = next.wrapping_add(self.frame);
+        }
+        true
     }
 }
 
@@ -774,33 +892,147 @@ mod tests {
 
     #[test]
     fn the_jitter_buffer_reorders_and_skips_losses() {
+        let ts = |seq: u32| seq * 160;
         let mut jb = JitterBuffer::<3>::default();
-        jb.push(10, &[10, 0]);
-        jb.push(12, &[12, 0, 0]);
-        jb.push(11, &[11]);
-        assert_eq!(jb.pop(), Some(&[10, 0][..]));
-        assert_eq!(jb.pop(), Some(&[11][..]));
-        assert_eq!(jb.pop(), Some(&[12, 0, 0][..]));
+        jb.push(10, ts(10), &[10, 0]);
+        jb.push(12, ts(12), &[12, 0, 0]);
+        jb.push(11, ts(11), &[11]);
+        assert_eq!(jb.pop(), Some((ts(10), &[10, 0][..])));
+        assert_eq!(jb.pop(), Some((ts(11), &[11][..])));
+        assert_eq!(jb.pop(), Some((ts(12), &[12, 0, 0][..])));
         assert_eq!(jb.pop(), None);
         // 13 lost: once the window fills, it is skipped
-        jb.push(14, &[14, 0]);
+        jb.push(14, ts(14), &[14, 0]);
         assert_eq!(jb.pop(), None);
-        jb.push(15, &[15, 0]);
-        jb.push(16, &[16, 0]);
-        assert_eq!(jb.pop(), Some(&[14, 0][..]));
+        jb.push(15, ts(15), &[15, 0]);
+        jb.push(16, ts(16), &[16, 0]);
+        assert_eq!(jb.pop(), Some((ts(14), &[14, 0][..])));
         assert_eq!(jb.lost, 1);
         // late and duplicate packets are dropped; too big or empty too
-        jb.push(12, &[12, 0]);
-        jb.push(15, &[15, 0]);
-        jb.push(17, &[1, 2, 3, 4]);
-        jb.push(17, &[]);
+        jb.push(12, ts(12), &[12, 0]);
+        jb.push(15, ts(15), &[15, 0]);
+        jb.push(17, ts(17), &[1, 2, 3, 4]);
+        jb.push(17, ts(17), &[]);
         assert_eq!(jb.discarded, 4);
-        assert_eq!(jb.pop(), Some(&[15, 0][..]));
+        assert_eq!(jb.pop(), Some((ts(15), &[15, 0][..])));
         // sequence numbers wrap
         let mut jb = JitterBuffer::<1>::default();
-        jb.push(65_535, &[1]);
-        jb.push(0, &[2]);
-        assert_eq!(jb.pop(), Some(&[1][..]));
-        assert_eq!(jb.pop(), Some(&[2][..]));
+        jb.push(65_535, ts(65_535), &[1]);
+        jb.push(0, ts(0), &[2]);
+        assert_eq!(jb.pop(), Some((ts(65_535), &[1][..])));
+        assert_eq!(jb.pop(), Some((ts(0), &[2][..])));
+    }
+
+    /// G.711: 160 ticks per 20 ms packet.
+    fn g711_clock() -> Playout {
+        Playout::new(8000, 0)
+    }
+
+    #[test]
+    fn a_lost_packet_is_missing_audio_before_the_next() {
+        let mut p = g711_clock();
+        assert_eq!(p.arrive(1000, 0), Arrival::Play { missing: 0 });
+        p.played(1000, 160);
+        assert_eq!(p.arrive(1160, 20), Arrival::Play { missing: 0 });
+        p.played(1160, 160);
+        // 1320 and 1480 lost
+        assert_eq!(p.arrive(1640, 80), Arrival::Play { missing: 320 });
+        p.played(1640, 160);
+        // 10 ms packets, one lost: half a frame
+        assert_eq!(p.arrive(1880, 100), Arrival::Play { missing: 80 });
+    }
+
+    #[test]
+    fn the_timestamp_wraps_without_a_hole() {
+        let mut p = g711_clock();
+        p.arrive(u32::MAX - 159, 0);
+        p.played(u32::MAX - 159, 160);
+        assert_eq!(p.arrive(0, 20), Arrival::Play { missing: 0 });
+        p.played(0, 160);
+        assert_eq!(p.arrive(320, 40), Arrival::Play { missing: 160 });
+    }
+
+    #[test]
+    fn a_jump_of_more_than_ten_seconds_is_a_new_stream() {
+        let mut p = g711_clock();
+        p.arrive(0, 0);
+        p.played(0, 160);
+        assert_eq!(p.arrive(2_000_000, 20), Arrival::Play { missing: 0 });
+        p.played(2_000_000, 160);
+        // and back
+        assert_eq!(p.arrive(5, 40), Arrival::Play { missing: 0 });
+        // 9.98 s of silence suppressed is a hole
+        let mut p = g711_clock();
+        p.arrive(0, 0);
+        p.played(0, 160);
+        assert_eq!(
+            p.arrive(160 + 79_840, 20),
+            Arrival::Play { missing: 79_840 }
+        );
+    }
+
+    #[test]
+    fn a_quiet_sender_s_time_runs_on_after_the_hold() {
+        let mut p = g711_clock();
+        // before any packet: nothing for 100 ms, then a frame every 20 ms
+        assert_eq!(p.idle_due(), IDLE_HOLD_MS);
+        assert!(!p.poll_idle(99));
+        assert!(p.poll_idle(100));
+        assert!(!p.poll_idle(119));
+        assert!(p.poll_idle(125));
+        assert!(!p.poll_idle(125));
+        // a packet resets it
+        p.arrive(0, 130);
+        p.played(0, 160);
+        assert_eq!(p.idle_due(), 230);
+        // a sender that sends nothing in a 420 ms pause (silence
+        // suppression): from 100 ms after its last packet, a frame per 20 ms
+        let mut p = g711_clock();
+        p.arrive(0, 0);
+        p.played(0, 160);
+        let mut filled_by = 0;
+        for t in 0..=400 {
+            while p.poll_idle(t) {
+                filled_by += 1;
+            }
+        }
+        assert_eq!(filled_by, 16, "100, 120, … 400 ms");
+        // its next packet is 20 frames on: 4 more are missing
+        assert_eq!(
+            p.arrive(160 + 20 * 160, 420),
+            Arrival::Play { missing: 4 * 160 }
+        );
+    }
+
+    #[test]
+    fn packets_for_time_already_filled_are_late() {
+        let mut p = g711_clock();
+        p.arrive(0, 0);
+        p.played(0, 160);
+        // the network stalls 200 ms, then delivers the backlog at once
+        let mut filled = 0;
+        for t in 0..=220 {
+            while p.poll_idle(t) {
+                filled += 1;
+            }
+        }
+        assert_eq!(filled, 7);
+        // packets 1..=7 cover the filled 140 ms: dropped; packet 8 plays
+        for k in 1..=7u32 {
+            assert_eq!(p.arrive(k * 160, 221), Arrival::Late, "packet {k}");
+        }
+        assert_eq!(p.arrive(8 * 160, 221), Arrival::Play { missing: 0 });
+        p.played(8 * 160, 160);
+        // with nothing filled, a packet a little behind is played
+        assert_eq!(p.arrive(9 * 160 - 100, 240), Arrival::Play { missing: 0 });
+    }
+
+    #[test]
+    fn opus_counts_its_48_khz_clock() {
+        let mut p = Playout::new(48_000, 0);
+        assert_eq!(p.frame_ticks(), 960);
+        p.arrive(0, 0);
+        p.played(0, 960);
+        assert_eq!(p.arrive(3 * 960, 60), Arrival::Play { missing: 2 * 960 });
     }
 }
