@@ -170,3 +170,53 @@ fn wrong_chunk_size_is_an_error() {
     let mut vad = SileroVad::new(VadRate::Hz8000).unwrap();
     assert!(vad.process_chunk(&[0; 100]).is_err());
 }
+
+/// A frame concealed on the SIP leg (a lost packet filled in) is not heard
+/// by the VAD, but media time passes: the chunk after the hole is stretched
+/// over it, so chunks still tile the media clock and speech with holes in
+/// it is about as long as without them.
+#[test]
+fn concealed_frames_are_skipped_but_the_chunks_tile_the_clock() {
+    let speech = fixture("vm-intro.wav");
+    let (_, whole) = run(&speech);
+    let mut vad = SileroVad::new(VadRate::Hz8000).unwrap();
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let (mut chunks, mut events) = (Vec::new(), Vec::new());
+    for (i, frame) in speech.chunks(160).enumerate() {
+        if i % 10 == 5 {
+            vad.skip(20); // lost: one in ten
+            continue;
+        }
+        vad.push(frame, i as u64 * 20, |c| {
+            chunks.push(c);
+            if let Some(e) = seg.push(c) {
+                events.push(e);
+            }
+        })
+        .unwrap();
+    }
+    for pair in chunks.windows(2) {
+        assert_eq!(pair[0].end_ms, pair[1].start_ms, "no gap, no overlap");
+    }
+    let end = chunks.last().unwrap().end_ms;
+    let total = speech.len() as u64 / 8;
+    assert!(end <= total && end + 52 >= total, "{end} of {total} ms");
+    // the same speech: where it starts, and how much of it there is
+    // (a pause of exactly the segmenter's 160 ms may close or not)
+    let speech_ms = |events: &[SegmentEvent]| {
+        let mut open = None;
+        let mut sum = 0;
+        for e in events {
+            match *e {
+                SegmentEvent::SpeechStart { at_ms } => open = Some(at_ms),
+                SegmentEvent::SpeechEnd { at_ms, .. } => {
+                    sum += at_ms - open.take().unwrap_or(at_ms)
+                }
+            }
+        }
+        sum + open.map_or(0, |s| total - s)
+    };
+    assert_eq!(events.first(), whole.first(), "{events:?} vs {whole:?}");
+    let (a, b) = (speech_ms(&events), speech_ms(&whole));
+    assert!(a.abs_diff(b) * 10 <= b, "{a} vs {b} ms of speech");
+}

@@ -40,6 +40,11 @@ pub struct AudioFrame {
     /// Media time of the first sample, in milliseconds since the stream
     /// started (for AMD: since the call was answered).
     pub media_ms: u64,
+    /// Filled in for audio that never arrived (a lost packet, a pause the
+    /// sender sent nothing in; see [`plc`]). It keeps the media clock and
+    /// the tone bank whole, but it is no one's voice: the VAD and the
+    /// noise-floor measure skip it, as a person's ear would.
+    pub concealed: bool,
 }
 
 impl AudioFrame {
@@ -48,6 +53,7 @@ impl AudioFrame {
         Self {
             pcm: [0; FRAME_SAMPLES],
             media_ms,
+            concealed: false,
         }
     }
 
@@ -58,7 +64,11 @@ impl AudioFrame {
         let mut pcm = [0; FRAME_SAMPLES];
         let n = samples.len().min(FRAME_SAMPLES);
         pcm[..n].copy_from_slice(&samples[..n]);
-        Self { pcm, media_ms }
+        Self {
+            pcm,
+            media_ms,
+            concealed: false,
+        }
     }
 
     /// Decodes 160 μ-law bytes (one Twilio media payload) into a frame.

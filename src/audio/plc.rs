@@ -70,16 +70,20 @@ impl Concealer {
         self.remember(pcm);
     }
 
-    /// Fills `out` with the continuation of what was heard last.
-    pub fn conceal(&mut self, out: &mut [i16]) {
+    /// Fills `out` with the continuation of what was heard last; false
+    /// once the hole has faded to silence before `out` began (then `out`
+    /// is silence, to be heard as such).
+    pub fn conceal(&mut self, out: &mut [i16]) -> bool {
         if !self.in_hole {
             self.period = self.pitch_period();
             self.concealed = 0;
             self.in_hole = true;
         }
+        let fading = self.concealed < HOLD + FADE;
         for s in out.iter_mut() {
             *s = self.next_concealed();
         }
+        fading
     }
 
     /// The next sample of the hole: the last period heard before it,
@@ -173,8 +177,8 @@ mod tests {
         let mut heard = sine(150.0, 0, 400);
         c.heard(&mut heard);
         let mut hole = [0i16; 640];
-        for chunk in hole.chunks_mut(160) {
-            c.conceal(chunk);
+        for (i, chunk) in hole.chunks_mut(160).enumerate() {
+            assert_eq!(c.conceal(chunk), i < 3, "fading for 60 ms, then silent");
         }
         let peak = |s: &[i16]| s.iter().map(|v| v.unsigned_abs()).max().unwrap();
         assert!(peak(&hole[..80]) > 7000, "full level for 10 ms");

@@ -9,7 +9,7 @@
 use super::features::{FeatureTracker, FeatureVector};
 use super::tones::{ToneBank, ToneConfig, ToneEvent};
 use super::vad::{SegmentEvent, SegmenterConfig, SileroVad, VadRate};
-use crate::audio::{AudioFrame, FRAME_SAMPLES};
+use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES};
 use crate::onnx::OnnxError;
 
 /// How much audio the greeting buffer keeps (the start of the call).
@@ -80,6 +80,16 @@ impl Frontend {
     ) -> Result<FrameOutput, OnnxError> {
         self.push_tones(frame, on_tone);
         let mut out = FrameOutput::default();
+        if frame.concealed {
+            // Time passes and the segmenter's state holds; Silero never
+            // hears the seams and repeated periods of concealment (it took
+            // them for pauses inside speech and for onsets in pauses), and
+            // they are not the room's floor.
+            self.vad.skip(FRAME_MS);
+            self.features.advance(frame.end_ms());
+            self.keep_greeting(frame);
+            return Ok(out);
+        }
         let features = &mut self.features;
         self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
             out.chunk = true;
@@ -89,12 +99,16 @@ impl Frontend {
         })?;
         self.features.advance(frame.end_ms());
         self.features.observe_frame(&frame.pcm);
+        self.keep_greeting(frame);
+        Ok(out)
+    }
+
+    fn keep_greeting(&mut self, frame: &AudioFrame) {
         if self.greeting_len + FRAME_SAMPLES <= self.greeting.len() {
             self.greeting[self.greeting_len..self.greeting_len + FRAME_SAMPLES]
                 .copy_from_slice(&frame.pcm);
             self.greeting_len += FRAME_SAMPLES;
         }
-        Ok(out)
     }
 
     /// Only the tone bank (and the sound clock) hears this frame: once a

@@ -138,6 +138,9 @@ pub struct SileroVad {
     pending_len: usize,
     /// media time of `pending[0]`
     pending_start_ms: u64,
+    /// Media time not heard (concealed) since the last chunk: the next
+    /// chunk spans it.
+    unheard_ms: u64,
     /// samples consumed since reset (for media time when none is given)
     started: bool,
 }
@@ -164,6 +167,7 @@ impl SileroVad {
             pending: [0; 512],
             pending_len: 0,
             pending_start_ms: 0,
+            unheard_ms: 0,
             started: false,
         })
     }
@@ -228,7 +232,7 @@ impl SileroVad {
     ) -> Result<(), OnnxError> {
         let n = self.rate.chunk();
         let hz = u64::from(self.rate.hz());
-        if !self.started || self.pending_len == 0 {
+        if !self.started || (self.pending_len == 0 && self.unheard_ms == 0) {
             self.pending_start_ms = media_ms.saturating_sub(self.pending_len as u64 * 1000 / hz);
             self.started = true;
         }
@@ -242,7 +246,9 @@ impl SileroVad {
                 let chunk = self.pending;
                 let prob = self.process_chunk(&chunk[..n])?;
                 let start_ms = self.pending_start_ms;
-                let end_ms = start_ms + self.rate.chunk_ms();
+                // a chunk that spans concealed audio covers it: to the
+                // segmenter the speech (or pause) went on through the hole
+                let end_ms = start_ms + self.rate.chunk_ms() + std::mem::take(&mut self.unheard_ms);
                 out(VadChunk {
                     start_ms,
                     end_ms,
@@ -254,6 +260,15 @@ impl SileroVad {
             }
         }
         Ok(())
+    }
+
+    /// `ms` of media time passed that the VAD does not hear (concealed
+    /// audio): the next chunk is stretched over it, so chunks still tile
+    /// the media clock.
+    pub fn skip(&mut self, ms: u32) {
+        if self.started {
+            self.unheard_ms += u64::from(ms);
+        }
     }
 
     /// Pushes one 8 kHz frame (the detector must run at 8 kHz).

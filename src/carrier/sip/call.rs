@@ -207,6 +207,7 @@ impl Media {
             pending_len: 0,
             playout: Playout::new(8000 * neg.codec.clock_factor(), now),
             plc: Concealer::default(),
+            opus_hole: 0,
             dtmf: DtmfReceiver::default(),
             arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
             pt: neg.codec.payload_type(),
@@ -234,6 +235,7 @@ impl Media {
     /// (`frames[..n]`); also the clock ticks it played.
     fn decode(&mut self, payload: &[u8], frames: &mut [Pcm; 6]) -> Result<(usize, u32), String> {
         if let Some(leg) = self.opus.as_mut() {
+            self.opus_hole = 0;
             let (n, ticks) = leg.decode(payload)?;
             frames[..n].copy_from_slice(&leg.frames[..n]);
             return Ok((n, ticks));
@@ -255,8 +257,9 @@ impl Media {
     }
 
     /// Conceals up to 20 ms of the `left` clock ticks still missing; the
-    /// frame, once one is whole.
-    fn conceal(&mut self, left: &mut u32) -> Result<Option<Pcm>, String> {
+    /// frame once one is whole, and what it holds: concealment for the
+    /// first 60 ms of a hole, then silence.
+    fn conceal(&mut self, left: &mut u32) -> Result<Option<(Pcm, Heard)>, String> {
         if let Some(leg) = self.opus.as_mut() {
             // whole frames: a hole of under half a frame is not worth one
             let whole = *left >= opus::OPUS_FRAME as u32 / 2;
@@ -265,14 +268,26 @@ impl Media {
                 return Ok(None);
             }
             leg.conceal()?;
-            return Ok(Some(leg.frames[0]));
+            self.opus_hole += 1;
+            // the decoder's concealment, then silence, as G.711's
+            return Ok(Some(if self.opus_hole <= 3 {
+                (leg.frames[0], Heard::Concealed)
+            } else {
+                ([0; FRAME_SAMPLES], Heard::Silence)
+            }));
         }
         let k = (*left as usize).min(FRAME_SAMPLES);
-        self.plc
+        let fading = self
+            .plc
             .conceal(&mut self.pending[self.pending_len..self.pending_len + k]);
         self.pending_len += k;
         *left -= k as u32;
-        Ok(self.take_frame())
+        let kind = if fading {
+            Heard::Concealed
+        } else {
+            Heard::Silence
+        };
+        Ok(self.take_frame().map(|f| (f, kind)))
     }
 
     /// The oldest whole 20 ms of G.711 audio waiting, if any.
@@ -306,6 +321,8 @@ struct Media {
     playout: Playout,
     /// fills G.711's holes (Opus conceals its own)
     plc: Concealer,
+    /// Opus frames concealed in the current hole
+    opus_hole: u32,
     dtmf: DtmfReceiver,
     arrival: JitterEstimator,
     /// payload type, next sequence number and SSRC of what we send (the
@@ -832,7 +849,9 @@ pub(crate) async fn drive(
                     // first what never came, then this packet
                     while left > 0 {
                         match m.conceal(&mut left) {
-                            Ok(Some(pcm)) => sit |= hear(m, &mut session, &mut report, t, &pcm, true),
+                            Ok(Some((pcm, kind))) => {
+                                sit |= hear(m, &mut session, &mut report, t, &pcm, kind);
+                            }
                             Ok(None) => {}
                             Err(e) => {
                                 tracing::debug!(error = %e, "concealment failed");
@@ -852,7 +871,7 @@ pub(crate) async fn drive(
                     };
                     m.playout.played(ts, ticks);
                     for pcm in &frames[..n] {
-                        sit |= hear(m, &mut session, &mut report, t, pcm, false);
+                        sit |= hear(m, &mut session, &mut report, t, pcm, Heard::Packet);
                     }
                 }
                 if sit && !hung_up {
@@ -901,8 +920,8 @@ pub(crate) async fn drive(
                         let mut left = m.playout.frame_ticks();
                         while left > 0 {
                             match m.conceal(&mut left) {
-                                Ok(Some(pcm)) => {
-                                    hear(m, &mut session, &mut report, t, &pcm, true);
+                                Ok(Some((pcm, kind))) => {
+                                    hear(m, &mut session, &mut report, t, &pcm, kind);
                                 }
                                 Ok(None) => {}
                                 Err(e) => {
@@ -924,19 +943,30 @@ pub(crate) async fn drive(
     Ok(report)
 }
 
-/// One 20 ms frame of the callee's audio (`concealed`: filled in for audio
-/// that never came), at the next step of the media clock: before the
-/// answer to the tone bank alone (true if it heard SIT), after it to the
-/// session.
+/// What a frame of the callee's audio is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// Decoded from their packets.
+    Packet,
+    /// Concealment of a hole's first 60 ms (AMD's VAD skips it).
+    Concealed,
+    /// The rest of a hole: silence, heard as silence.
+    Silence,
+}
+
+/// One 20 ms frame of the callee's audio at the next step of the media
+/// clock: before the answer to the tone bank alone (true if it heard SIT),
+/// after it to the session.
 fn hear(
     m: &mut Media,
     session: &mut Option<CallSession>,
     report: &mut SipCallReport,
     t: u64,
     pcm: &Pcm,
-    concealed: bool,
+    kind: Heard,
 ) -> bool {
-    let frame = AudioFrame::from_pcm(pcm, m.media_ms);
+    let mut frame = AudioFrame::from_pcm(pcm, m.media_ms);
+    frame.concealed = kind == Heard::Concealed;
     m.media_ms += u64::from(FRAME_MS);
     if let Some(tones) = m.early_tones.as_mut() {
         let mut sit = false;
@@ -944,10 +974,10 @@ fn hear(
         return sit;
     }
     if let Some(s) = session.as_mut() {
-        if concealed {
-            report.frames_concealed += 1;
-        } else {
+        if kind == Heard::Packet {
             report.frames_in += 1;
+        } else {
+            report.frames_concealed += 1;
         }
         if let Err(e) = s.handle_carrier_media(t, &frame) {
             tracing::warn!(error = %e, "AMD failed on a frame");
