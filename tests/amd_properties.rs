@@ -1,6 +1,6 @@
 //! Properties of the streaming AMD core on generated calls: whatever audio
 //! arrives (speech cut from corpus clips, tones, ringback, busy, DTMF,
-//! noise, lost packets, clipping, any gain) and whatever the LLM does
+//! noise, lost packets zero-filled or concealed, clipping, any gain) and whatever the LLM does
 //! (answers, fails, answers late, never answers), the detector never fails,
 //! its timeline is well formed, it never reports a decision from the
 //! future, its memory does not grow, and a line without speech (silence,
@@ -11,6 +11,7 @@ mod common;
 
 use std::sync::OnceLock;
 
+use dialgate::audio::plc::Concealer;
 use dialgate::audio::{AudioFrame, FRAME_SAMPLES, synth};
 use dialgate::detect::amd::{
     Amd, AmdConfig, AmdDecision, AmdEvent, AmdOutcome, LlmVerdict, Trigger,
@@ -151,11 +152,13 @@ fn llm() -> impl Strategy<Value = Llm> {
 #[derive(Debug, Clone)]
 struct Call {
     pieces: Vec<Piece>,
-    /// Share of frames lost and zero-filled, drawn at random (the corpus
-    /// loses 1-5 %). (Loss every sixth frame, a syllable's rhythm, makes
-    /// Silero hear speech in faint noise: no network loses packets that
-    /// regularly.)
+    /// Share of frames lost, drawn at random (the corpus loses 1-5 %).
+    /// (Loss every sixth frame, a syllable's rhythm, makes Silero hear
+    /// speech in faint noise: no network loses packets that regularly.)
     loss: f64,
+    /// Lost frames are concealed and marked, as dialgate's SIP leg does;
+    /// else zero-filled, as a recording from a system that zero-fills.
+    conceal: bool,
     llm: Llm,
     seed: u64,
 }
@@ -164,12 +167,14 @@ fn call(speech: bool) -> impl Strategy<Value = Call> {
     (
         prop::collection::vec(piece(speech), 1..8),
         prop_oneof![Just(0.0), 0.0..0.1f64],
+        any::<bool>(),
         llm(),
         any::<u64>(),
     )
-        .prop_map(|(pieces, loss, llm, seed)| Call {
+        .prop_map(|(pieces, loss, conceal, llm, seed)| Call {
             pieces,
             loss,
+            conceal,
             llm,
             seed,
         })
@@ -202,10 +207,14 @@ fn run(c: &Call) -> Result<Run, TestCaseError> {
     let mut asked_at = None;
     // (the verdict to hand back, and the media time it arrives at)
     let mut pending: Option<(LlmVerdict, u64)> = None;
+    let mut plc = Concealer::default();
     for (i, chunk) in pcm.chunks(FRAME_SAMPLES).enumerate() {
         let mut frame = AudioFrame::silence(i as u64 * 20);
         if rng.uniform() >= c.loss {
             frame.pcm[..chunk.len()].copy_from_slice(chunk);
+            plc.heard(&mut frame.pcm);
+        } else if c.conceal {
+            frame.concealed = plc.conceal(&mut frame.pcm);
         }
         amd.push_frame(&frame)
             .map_err(|e| TestCaseError::fail(format!("push_frame: {e}")))?;
@@ -344,6 +353,7 @@ fn found(pieces: Vec<Piece>, seed: u64) -> Vec<AmdDecision> {
     let c = Call {
         pieces,
         loss: 0.0,
+        conceal: false,
         llm: Llm::Off,
         seed,
     };
