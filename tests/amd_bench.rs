@@ -167,7 +167,11 @@ fn fourth_heldout_figures_do_not_regress() {
 /// frozen; these are its first figures. Its draw has
 /// more people whose hello lasts a second or more, so its human median sits
 /// on the far side of the 1200 ms wait (951 ms); the timing-only detector
-/// of 98ebb12 scored 91.7 % here with 10/76 humans called machine.
+/// of 98ebb12 scored 91.7 % here with 10/76 humans called machine. The
+/// machine median's floor was 3250 ms until a deadline machine needed some
+/// voice (2026-12-06): a greeting after hold music, called a machine on the
+/// music alone at 2560 ms, now waits for its voice (4880 ms), and the
+/// median moved from 3180 to 3340 ms.
 #[test]
 fn fifth_heldout_figures_do_not_regress() {
     holds(
@@ -177,7 +181,7 @@ fn fifth_heldout_figures_do_not_regress() {
             accuracy: 0.98,
             humans_as_machine: 1,
             human_p50_ms: Some(650.0),
-            machine_p50_ms: Some(3250.0),
+            machine_p50_ms: Some(3350.0),
         },
     );
 }

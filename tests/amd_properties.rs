@@ -426,3 +426,26 @@ fn a_burst_of_key_presses_is_not_a_voice() {
     );
     assert_eq!(d[0].outcome, AmdOutcome::Unknown, "{d:?}");
 }
+
+/// A line's noise stepping up 9 dB (-51 to -42 dBFS) with no one speaking
+/// and nothing lost: Silero heard 96 ms of voice in the step, and the
+/// steady floor after it read as a recording's room (p 0.98), so the
+/// deadline called a machine on the blip. A deadline machine now needs as
+/// much voice as the shortest hello.
+#[test]
+fn a_noise_step_is_not_a_greeting() {
+    let d = found(
+        vec![
+            Piece::Noise {
+                dbfs: -51.319_122_027_657_63,
+                ms: 768,
+            },
+            Piece::Noise {
+                dbfs: -42.254_041_514_583_74,
+                ms: 1553,
+            },
+        ],
+        6_297_478_287_720_095_378,
+    );
+    assert!(d.iter().all(|d| !d.outcome.is_machine()), "{d:?}");
+}

@@ -18,7 +18,7 @@
 //! | model p ≥ 0.9 after ≥ 1.5 s of speech (up to the last speech heard, not through a pause the VAD has not yet ended; a first utterance that has not paused must have lasted 2 s, as a person's name and business may; speech that resumed after a pause must have lasted 400 ms, and after a pause of ≥ 0.9 s 1 s: a second "Hello?" is short) (with LLM verification on, the LLM confirms it first, as for every machine called on timing alone) | `machine_start` | `model` |
 //! | ≥ 7.5 s of speech without a pause, also while the fallback waits for one (a carrier's greeting in one breath) | `machine_start` | `long_speech` |
 //! | no speech for 5 s (10 s while music or tones still sound; key presses the VAD took for speech are none) | `unknown` (never machine) | `silence` |
-//! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began; not while an unbroken first utterance is under 2 s, nor speech that resumed under 400 ms, or under 1 s after a 0.9 s pause), p ≥ 0.9 | `machine_start` | `deadline` |
+//! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began, with at least 150 ms of it voiced; not while an unbroken first utterance is under 2 s, nor speech that resumed under 400 ms, or under 1 s after a 0.9 s pause), p ≥ 0.9 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent, and still so when the pause has lasted 600 ms | `human` | `deadline` |
 //! | … p between 0.3 and 0.9 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //! | a beep after speech within `late_beep_ms` (3 s) of a `human` or `unknown` | `machine_start` then `machine_end_beep` | `late_beep` |
@@ -844,8 +844,13 @@ impl Amd {
             // Confident, if on little speech (music or a tone came first);
             // unless the speech in progress cannot tell yet (a first
             // utterance under 2 s, or speech that just resumed after a
-            // pause): then wait for it.
-            if !hold_machine {
+            // pause): then wait for it. But on some voice: the VAD hears a
+            // blip of 96 ms in the first notes of music, and in a line's
+            // noise stepping up 9 dB (a phone's noise suppression letting
+            // go), whose steady floor then reads as a recording's room; no
+            // voice is shorter than the shortest hello.
+            if !hold_machine && self.frontend.features().voiced_ms() >= self.cfg.short_hello_min_ms
+            {
                 self.machine_on_timing(Trigger::Deadline, p);
             }
         } else if silent_since_deadline {
