@@ -1057,6 +1057,37 @@ fn offered_rtp_port(invite: &str) -> u16 {
         .unwrap()
 }
 
+/// A callee written here, on `sip`: it answers an INVITE with 200 OK and a
+/// PCMU SDP at `media_port`, and a BYE with 200; for each INVITE,
+/// `on_answer` gets the address our RTP goes to, and starts the callee's
+/// media.
+fn answering_callee(
+    sip: tokio::net::UdpSocket,
+    media_port: u16,
+    mut on_answer: impl FnMut(SocketAddr) + Send + 'static,
+) {
+    let callee = sip.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let method = req.split(' ').next().unwrap_or("").to_string();
+            if method != "INVITE" && method != "BYE" {
+                continue;
+            }
+            let mut out = response_to(&req, "200 OK");
+            if method == "BYE" {
+                out += "Content-Length: 0\r\n\r\n";
+                let _ = sip.send_to(out.as_bytes(), src).await;
+                continue;
+            }
+            out += &format!("Contact: <sip:callee@{callee}>\r\n{}", sdp_body(media_port));
+            let _ = sip.send_to(out.as_bytes(), src).await;
+            on_answer(SocketAddr::from(([127, 0, 0, 1], offered_rtp_port(&req))));
+        }
+    });
+}
+
 /// A PCMU RTP packet: packet `k` of `ssrc`, with `payload`.
 fn pcmu_packet(k: u16, ssrc: u32, payload: &[u8; 160]) -> [u8; 172] {
     let mut p = [0u8; 172];
@@ -1178,42 +1209,24 @@ async fn rtp_from_a_stranger_and_garbage_are_ignored() {
     });
     let callee = sip.local_addr().unwrap();
     let media_port = media.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let method = req.split(' ').next().unwrap_or("").to_string();
-            if method != "INVITE" && method != "BYE" {
-                continue;
+    answering_callee(sip, media_port, move |rtp| {
+        let (media, stranger) = (media.clone(), stranger.clone());
+        tokio::spawn(async move {
+            let rtcp = SocketAddr::new(rtp.ip(), rtp.port() + 1);
+            for k in 0..100u16 {
+                let _ = media
+                    .send_to(&pcmu_packet(k, 0xCA11, &[0xFF; 160]), rtp)
+                    .await;
+                // the stranger: a well-formed packet of its own, then junk
+                let _ = stranger
+                    .send_to(&pcmu_packet(k, 0xBAD0, &[0xFF; 160]), rtp)
+                    .await;
+                let junk = [k as u8; 7];
+                let _ = stranger.send_to(&junk, rtp).await;
+                let _ = stranger.send_to(&junk, rtcp).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let mut out = response_to(&req, "200 OK");
-            if method == "BYE" {
-                out += "Content-Length: 0\r\n\r\n";
-                let _ = sip.send_to(out.as_bytes(), src).await;
-                continue;
-            }
-            out += &format!("Contact: <sip:callee@{callee}>\r\n{}", sdp_body(media_port));
-            let _ = sip.send_to(out.as_bytes(), src).await;
-            let ours = offered_rtp_port(&req);
-            let (media, stranger) = (media.clone(), stranger.clone());
-            tokio::spawn(async move {
-                let rtp = SocketAddr::from(([127, 0, 0, 1], ours));
-                let rtcp = SocketAddr::from(([127, 0, 0, 1], ours + 1));
-                for k in 0..100u16 {
-                    let _ = media
-                        .send_to(&pcmu_packet(k, 0xCA11, &[0xFF; 160]), rtp)
-                        .await;
-                    // the stranger: a well-formed packet of its own, then junk
-                    let _ = stranger
-                        .send_to(&pcmu_packet(k, 0xBAD0, &[0xFF; 160]), rtp)
-                        .await;
-                    let junk = [k as u8; 7];
-                    let _ = stranger.send_to(&junk, rtp).await;
-                    let _ = stranger.send_to(&junk, rtcp).await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-        }
+        });
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent = l.local_addr().unwrap();
@@ -1327,43 +1340,26 @@ async fn a_lossy_callee_who_sends_nothing_in_its_pause_is_heard_as_a_person() {
     let talk = (2140 / 20) as usize;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sent_by_callee = sent.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, src)) = sip.recv_from(&mut buf).await {
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let method = req.split(' ').next().unwrap_or("").to_string();
-            if method != "INVITE" && method != "BYE" {
-                continue;
-            }
-            let mut out = response_to(&req, "200 OK");
-            if method == "BYE" {
-                out += "Content-Length: 0\r\n\r\n";
-                let _ = sip.send_to(out.as_bytes(), src).await;
-                continue;
-            }
-            out += &format!("Contact: <sip:callee@{callee}>\r\n{}", sdp_body(media_port));
-            let _ = sip.send_to(out.as_bytes(), src).await;
-            let to = SocketAddr::from(([127, 0, 0, 1], offered_rtp_port(&req)));
-            let (media, samples, sent) = (media.clone(), samples.clone(), sent_by_callee.clone());
-            tokio::spawn(async move {
-                let start = tokio::time::Instant::now();
-                for (k, chunk) in samples.chunks_exact(160).take(talk).enumerate() {
-                    // paced by the clock, as a phone sends
-                    tokio::time::sleep_until(start + Duration::from_millis(20 * k as u64)).await;
-                    if k % 7 == 3 {
-                        continue; // lost on the way
-                    }
-                    let mut ulaw = [0u8; 160];
-                    for (b, &x) in ulaw.iter_mut().zip(chunk) {
-                        *b = dialgate::audio::g711::ulaw_encode(x);
-                    }
-                    let _ = media
-                        .send_to(&pcmu_packet(k as u16, 0x7A1C, &ulaw), to)
-                        .await;
-                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    answering_callee(sip, media_port, move |to| {
+        let (media, samples, sent) = (media.clone(), samples.clone(), sent_by_callee.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (k, chunk) in samples.chunks_exact(160).take(talk).enumerate() {
+                // paced by the clock, as a phone sends
+                tokio::time::sleep_until(start + Duration::from_millis(20 * k as u64)).await;
+                if k % 7 == 3 {
+                    continue; // lost on the way
                 }
-            });
-        }
+                let mut ulaw = [0u8; 160];
+                for (b, &x) in ulaw.iter_mut().zip(chunk) {
+                    *b = dialgate::audio::g711::ulaw_encode(x);
+                }
+                let _ = media
+                    .send_to(&pcmu_packet(k as u16, 0x7A1C, &ulaw), to)
+                    .await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent = l.local_addr().unwrap();
