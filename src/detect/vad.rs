@@ -182,6 +182,7 @@ impl SileroVad {
         self.state = [0.0; STATE_LEN];
         self.input = [0.0; MAX_INPUT];
         self.pending_len = 0;
+        self.unheard_ms = 0;
         self.started = false;
     }
 

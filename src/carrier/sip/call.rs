@@ -839,7 +839,7 @@ pub(crate) async fn drive(
                 while let Some((ts, bytes)) = m.jitter.pop() {
                     let len = bytes.len();
                     packet[..len].copy_from_slice(bytes);
-                    let mut left = match m.playout.arrive(ts, t) {
+                    let missing = match m.playout.arrive(ts, t) {
                         Arrival::Late => {
                             report.frames_late += 1;
                             continue;
@@ -847,18 +847,7 @@ pub(crate) async fn drive(
                         Arrival::Play { missing } => missing,
                     };
                     // first what never came, then this packet
-                    while left > 0 {
-                        match m.conceal(&mut left) {
-                            Ok(Some((pcm, kind))) => {
-                                sit |= hear(m, &mut session, &mut report, t, &pcm, kind);
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::debug!(error = %e, "concealment failed");
-                                break;
-                            }
-                        }
-                    }
+                    sit |= fill(m, &mut session, &mut report, t, missing);
                     let mut frames = [[0i16; FRAME_SAMPLES]; 6];
                     let (n, ticks) = match m.decode(&packet[..len], &mut frames) {
                         Ok(x) => x,
@@ -917,19 +906,8 @@ pub(crate) async fn drive(
                 // suppression, or no RTP at all): their time runs on
                 if let Some(m) = media.as_mut().filter(|m| m.early_tones.is_none()) {
                     while m.playout.poll_idle(t) {
-                        let mut left = m.playout.frame_ticks();
-                        while left > 0 {
-                            match m.conceal(&mut left) {
-                                Ok(Some((pcm, kind))) => {
-                                    hear(m, &mut session, &mut report, t, &pcm, kind);
-                                }
-                                Ok(None) => {}
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "concealment failed");
-                                    break;
-                                }
-                            }
-                        }
+                        let ticks = m.playout.frame_ticks();
+                        fill(m, &mut session, &mut report, t, ticks);
                     }
                 }
                 if let Some(s) = session.as_mut() { s.tick(t); }
@@ -941,6 +919,29 @@ pub(crate) async fn drive(
         report.end_type = s.end_type().map(|e| e.as_str().to_string());
     }
     Ok(report)
+}
+
+/// Fills `ticks` of the callee's audio that never came, frame by frame
+/// (concealment, then silence); true if the tone bank heard SIT in it.
+fn fill(
+    m: &mut Media,
+    session: &mut Option<CallSession>,
+    report: &mut SipCallReport,
+    t: u64,
+    mut left: u32,
+) -> bool {
+    let mut sit = false;
+    while left > 0 {
+        match m.conceal(&mut left) {
+            Ok(Some((pcm, kind))) => sit |= hear(m, session, report, t, &pcm, kind),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "concealment failed");
+                break;
+            }
+        }
+    }
+    sit
 }
 
 /// What a frame of the callee's audio is.
