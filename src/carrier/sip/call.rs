@@ -127,8 +127,12 @@ struct OpusLeg {
     down: Resampler,
     enc: OpusEncoder,
     up: Resampler,
-    /// one packet decoded: up to 120 ms at 48 kHz
+    /// one packet decoded (up to 120 ms at 48 kHz), after what the last
+    /// one left short of a whole 20 ms frame
     pcm48: Vec<i16>,
+    /// samples at the start of `pcm48` carried from the last packet (a
+    /// 10 ms packet leaves half a frame)
+    carried: usize,
     /// its 20 ms frames at 8 kHz
     frames: Vec<[i16; FRAME_SAMPLES]>,
     n_frames: usize,
@@ -145,7 +149,8 @@ impl OpusLeg {
             // 32 kbit/s: wideband speech, the agent's voice is 8 kHz anyway
             enc: OpusEncoder::new(32_000).map_err(|x| e(&x))?,
             up: Resampler::new(8000, opus::OPUS_RATE).map_err(|x| e(&x))?,
-            pcm48: vec![0; opus::OPUS_FRAME * 6],
+            pcm48: vec![0; opus::OPUS_FRAME * 7],
+            carried: 0,
             frames: vec![[0; FRAME_SAMPLES]; 6],
             n_frames: 0,
             pcm8: [0; FRAME_SAMPLES],
@@ -154,29 +159,40 @@ impl OpusLeg {
     }
 
     /// Decodes one packet into 20 ms frames at 8 kHz (`frames[..n]`);
-    /// also the 48 kHz samples it carried.
+    /// also the 48 kHz samples it carried. Packets of 10 ms (or 2.5, 5)
+    /// are gathered into whole frames.
     fn decode(&mut self, payload: &[u8]) -> Result<(usize, u32), String> {
+        let at = self.carried;
         let n = self
             .dec
-            .decode(payload, &mut self.pcm48)
+            .decode(payload, &mut self.pcm48[at..at + opus::OPUS_FRAME * 6])
             .map_err(|e| e.to_string())?;
-        self.n_frames = 0;
-        for chunk in self.pcm48[..n].chunks_exact(opus::OPUS_FRAME) {
-            let out = &mut self.frames[self.n_frames];
-            self.down.process(chunk, out).map_err(|e| e.to_string())?;
-            self.n_frames += 1;
-        }
+        self.cut(n)?;
         Ok((self.n_frames, n as u32))
     }
 
     /// One 20 ms frame at 8 kHz of the decoder's own concealment, for a
     /// packet that never came (`frames[0]`).
     fn conceal(&mut self) -> Result<(), String> {
-        let frame = &mut self.pcm48[..opus::OPUS_FRAME];
+        let at = self.carried;
+        let frame = &mut self.pcm48[at..at + opus::OPUS_FRAME];
         self.dec.decode(&[], frame).map_err(|e| e.to_string())?;
-        self.down
-            .process(frame, &mut self.frames[0])
-            .map_err(|e| e.to_string())?;
+        self.cut(opus::OPUS_FRAME)
+    }
+
+    /// Cuts the carried samples and `n` new ones into 20 ms frames at
+    /// 8 kHz (`frames[..n_frames]`), carrying the rest.
+    fn cut(&mut self, n: usize) -> Result<(), String> {
+        let total = self.carried + n;
+        let whole = total - total % opus::OPUS_FRAME;
+        self.n_frames = 0;
+        for chunk in self.pcm48[..whole].chunks_exact(opus::OPUS_FRAME) {
+            let out = &mut self.frames[self.n_frames];
+            self.down.process(chunk, out).map_err(|e| e.to_string())?;
+            self.n_frames += 1;
+        }
+        self.pcm48.copy_within(whole..total, 0);
+        self.carried = total - whole;
         Ok(())
     }
 
@@ -1100,4 +1116,35 @@ pub(crate) async fn local_ip_for(trunk: SocketAddr) -> std::io::Result<std::net:
     let probe = UdpSocket::bind(any).await?;
     probe.connect(trunk).await?;
     Ok(probe.local_addr()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opus packets of 10 ms (a ptime the far end may ask for) are gathered
+    /// into whole 20 ms frames: none of their audio is dropped, so the media
+    /// clock runs at the sender's pace.
+    #[test]
+    fn ten_ms_opus_packets_make_whole_frames() {
+        let mut enc = opus_rs::OpusEncoder::new(48_000, 1, opus_rs::Application::Voip).unwrap();
+        let mut leg = OpusLeg::new().unwrap();
+        let tone: Vec<i16> = (0..480)
+            .map(|i| ((i as f32 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        let mut packet = [0u8; 1500];
+        let (mut frames, mut ticks) = (0, 0);
+        for _ in 0..5 {
+            let len = enc.encode_i16(&tone, 480, &mut packet).unwrap();
+            let (n, t) = leg.decode(&packet[..len]).unwrap();
+            frames += n;
+            ticks += t;
+        }
+        assert_eq!(ticks, 5 * 480);
+        assert_eq!(frames, 2, "50 ms: two whole frames");
+        assert_eq!(leg.carried, 480, "and 10 ms carried");
+        // a lost 20 ms is concealed after the carried 10 ms
+        leg.conceal().unwrap();
+        assert_eq!((leg.n_frames, leg.carried), (1, 480));
+    }
 }
