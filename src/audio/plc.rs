@@ -30,7 +30,7 @@ const BLEND: usize = 32;
 /// Conceals holes in one stream of 8 kHz audio.
 #[derive(Debug, Clone)]
 pub struct Concealer {
-    /// The last [`HISTORY`] samples heard (or concealed), oldest first.
+    /// The last [`HISTORY`] samples heard, oldest first.
     history: [i16; HISTORY],
     /// The pitch period being repeated, once a hole began.
     period: usize,
