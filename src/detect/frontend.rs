@@ -86,29 +86,25 @@ impl Frontend {
             // them for pauses inside speech and for onsets in pauses), and
             // they are not the room's floor.
             self.vad.skip(FRAME_MS);
-            self.features.advance(frame.end_ms());
-            self.keep_greeting(frame);
-            return Ok(out);
+        } else {
+            let features = &mut self.features;
+            self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
+                out.chunk = true;
+                if let Some(e) = features.push_chunk(chunk) {
+                    out.segment = Some(e);
+                }
+            })?;
         }
-        let features = &mut self.features;
-        self.vad.push(&frame.pcm, frame.media_ms, |chunk| {
-            out.chunk = true;
-            if let Some(e) = features.push_chunk(chunk) {
-                out.segment = Some(e);
-            }
-        })?;
         self.features.advance(frame.end_ms());
-        self.features.observe_frame(&frame.pcm);
-        self.keep_greeting(frame);
-        Ok(out)
-    }
-
-    fn keep_greeting(&mut self, frame: &AudioFrame) {
+        if !frame.concealed {
+            self.features.observe_frame(&frame.pcm);
+        }
         if self.greeting_len + FRAME_SAMPLES <= self.greeting.len() {
             self.greeting[self.greeting_len..self.greeting_len + FRAME_SAMPLES]
                 .copy_from_slice(&frame.pcm);
             self.greeting_len += FRAME_SAMPLES;
         }
+        Ok(out)
     }
 
     /// Only the tone bank (and the sound clock) hears this frame: once a

@@ -133,6 +133,8 @@ struct OpusLeg {
     /// samples at the start of `pcm48` carried from the last packet (a
     /// 10 ms packet leaves half a frame)
     carried: usize,
+    /// frames concealed in the current hole
+    hole: u32,
     /// its 20 ms frames at 8 kHz
     frames: Vec<[i16; FRAME_SAMPLES]>,
     n_frames: usize,
@@ -151,6 +153,7 @@ impl OpusLeg {
             up: Resampler::new(8000, opus::OPUS_RATE).map_err(|x| e(&x))?,
             pcm48: vec![0; opus::OPUS_FRAME * 7],
             carried: 0,
+            hole: 0,
             frames: vec![[0; FRAME_SAMPLES]; 6],
             n_frames: 0,
             pcm8: [0; FRAME_SAMPLES],
@@ -162,6 +165,7 @@ impl OpusLeg {
     /// also the 48 kHz samples it carried. Packets of 10 ms (or 2.5, 5)
     /// are gathered into whole frames.
     fn decode(&mut self, payload: &[u8]) -> Result<(usize, u32), String> {
+        self.hole = 0;
         let at = self.carried;
         let n = self
             .dec
@@ -171,13 +175,20 @@ impl OpusLeg {
         Ok((self.n_frames, n as u32))
     }
 
-    /// One 20 ms frame at 8 kHz of the decoder's own concealment, for a
-    /// packet that never came (`frames[0]`).
-    fn conceal(&mut self) -> Result<(), String> {
+    /// One 20 ms frame at 8 kHz for a packet that never came
+    /// (`frames[0]`): the decoder's own concealment for the first 60 ms of
+    /// a hole (true), then silence (false), as G.711's [`Concealer`].
+    fn conceal(&mut self) -> Result<bool, String> {
         let at = self.carried;
         let frame = &mut self.pcm48[at..at + opus::OPUS_FRAME];
         self.dec.decode(&[], frame).map_err(|e| e.to_string())?;
-        self.cut(opus::OPUS_FRAME)
+        self.cut(opus::OPUS_FRAME)?;
+        self.hole += 1;
+        let fading = self.hole <= 3;
+        if !fading {
+            self.frames[0] = [0; FRAME_SAMPLES];
+        }
+        Ok(fading)
     }
 
     /// Cuts the carried samples and `n` new ones into 20 ms frames at
@@ -223,7 +234,6 @@ impl Media {
             pending_len: 0,
             playout: Playout::new(8000 * neg.codec.clock_factor(), now),
             plc: Concealer::default(),
-            opus_hole: 0,
             dtmf: DtmfReceiver::default(),
             arrival: JitterEstimator::with_clock(8000 * neg.codec.clock_factor()),
             pt: neg.codec.payload_type(),
@@ -251,7 +261,6 @@ impl Media {
     /// (`frames[..n]`); also the clock ticks it played.
     fn decode(&mut self, payload: &[u8], frames: &mut [Pcm; 6]) -> Result<(usize, u32), String> {
         if let Some(leg) = self.opus.as_mut() {
-            self.opus_hole = 0;
             let (n, ticks) = leg.decode(payload)?;
             frames[..n].copy_from_slice(&leg.frames[..n]);
             return Ok((n, ticks));
@@ -276,6 +285,13 @@ impl Media {
     /// frame once one is whole, and what it holds: concealment for the
     /// first 60 ms of a hole, then silence.
     fn conceal(&mut self, left: &mut u32) -> Result<Option<(Pcm, Heard)>, String> {
+        let kind = |fading| {
+            if fading {
+                Heard::Concealed
+            } else {
+                Heard::Silence
+            }
+        };
         if let Some(leg) = self.opus.as_mut() {
             // whole frames: a hole of under half a frame is not worth one
             let whole = *left >= opus::OPUS_FRAME as u32 / 2;
@@ -283,14 +299,8 @@ impl Media {
             if !whole {
                 return Ok(None);
             }
-            leg.conceal()?;
-            self.opus_hole += 1;
-            // the decoder's concealment, then silence, as G.711's
-            return Ok(Some(if self.opus_hole <= 3 {
-                (leg.frames[0], Heard::Concealed)
-            } else {
-                ([0; FRAME_SAMPLES], Heard::Silence)
-            }));
+            let fading = leg.conceal()?;
+            return Ok(Some((leg.frames[0], kind(fading))));
         }
         let k = (*left as usize).min(FRAME_SAMPLES);
         let fading = self
@@ -298,12 +308,7 @@ impl Media {
             .conceal(&mut self.pending[self.pending_len..self.pending_len + k]);
         self.pending_len += k;
         *left -= k as u32;
-        let kind = if fading {
-            Heard::Concealed
-        } else {
-            Heard::Silence
-        };
-        Ok(self.take_frame().map(|f| (f, kind)))
+        Ok(self.take_frame().map(|f| (f, kind(fading))))
     }
 
     /// The oldest whole 20 ms of G.711 audio waiting, if any.
@@ -337,8 +342,6 @@ struct Media {
     playout: Playout,
     /// fills G.711's holes (Opus conceals its own)
     plc: Concealer,
-    /// Opus frames concealed in the current hole
-    opus_hole: u32,
     dtmf: DtmfReceiver,
     arrival: JitterEstimator,
     /// payload type, next sequence number and SSRC of what we send (the
@@ -1144,7 +1147,7 @@ mod tests {
         assert_eq!(frames, 2, "50 ms: two whole frames");
         assert_eq!(leg.carried, 480, "and 10 ms carried");
         // a lost 20 ms is concealed after the carried 10 ms
-        leg.conceal().unwrap();
+        assert!(leg.conceal().unwrap());
         assert_eq!((leg.n_frames, leg.carried), (1, 480));
     }
 }
