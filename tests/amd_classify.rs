@@ -614,6 +614,22 @@ fn recorded_voices_a_vowel_is_no_beep_and_a_lost_frame_does_not_hide_sit() {
     assert_eq!(sit.answered_by, "sit", "{sit:?}");
 }
 
+/// A person who answers with a crowd talking behind them (`crowd/`, from
+/// `generate.py --babble-humans`). The few frames before their "hello"
+/// caught a lull of the crowd, so their pause sat 8 dB over that "floor",
+/// as a recording's room does, and the deadline called a machine at p
+/// 0.98. A line that swung before anyone spoke gives the model no floor.
+#[test]
+fn a_person_in_a_crowd_is_not_a_recording_with_its_own_room() {
+    the_rule_keeps_these_people(
+        &[("crowd", "hello_silence_7792.wav")],
+        AmdConfig {
+            floor_swing_max_db: f32::INFINITY,
+            ..AmdConfig::default()
+        },
+    );
+}
+
 /// A person who says a line, hears nothing back for a second and says
 /// "Hello?" again looks, when the second line begins, like a greeting going
 /// on to its next sentence (p ≥ 0.9). The second line is short and stops;

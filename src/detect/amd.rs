@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 
 use super::classifier;
+use super::features::FLOOR_FEATURES;
 use super::frontend::{FrameOutput, Frontend};
 use super::tones::{Tone, ToneEvent};
 use crate::audio::AudioFrame;
@@ -425,6 +426,23 @@ pub struct AmdConfig {
     /// missed). Applies while deciding; after a `human` decision any beep
     /// in `late_beep_ms` still overturns it.
     pub beep_min_greeting_ms: u64,
+    /// The model is not given the floor (`floor_known` and
+    /// `floor_rise_db` are 0, as before a pause was heard) when the line's
+    /// level swung by more than this before anyone spoke
+    /// (`FeatureTracker::pre_floor_swing_db`: the 30th percentile of those
+    /// 20 ms levels less their 10th). A line's steady noise (hiss, a room's
+    /// hum, comfort noise) swings by about a dB; a crowd talking behind the
+    /// person who answers by several, and the 10th percentile of the few
+    /// frames before they speak catches a lull, so their pauses seemed to
+    /// rise by 5-16 dB: people called machines on the floor (measured with
+    /// `generate.py --babble-humans`; see models/amd.md). Over the 192
+    /// people of three crowd copies, 2 dB called 17 machines, 3 dB 21 and
+    /// 4 dB 24, where no limit called 33; each cost one of 2,829 other
+    /// held-out clips. (The 50th percentile instead of the 30th also
+    /// caught the first frames of greetings that the VAD had not yet
+    /// confirmed: three more recordings called people.) The training table
+    /// keeps the floor as computed: the rule is the policy's.
+    pub floor_swing_max_db: f32,
 }
 
 impl Default for AmdConfig {
@@ -457,6 +475,7 @@ impl Default for AmdConfig {
             reprompt_min_ms: 1000,
             resumed_min_ms: 400,
             first_utterance_min_ms: 2000,
+            floor_swing_max_db: 2.0,
             beep_min_greeting_ms: 300,
         }
     }
@@ -745,7 +764,18 @@ impl Amd {
                     return Ok(());
                 }
                 let first_speech = *self.first_speech_seen_ms.get_or_insert(t);
-                let snapshot = self.frontend.snapshot();
+                let mut snapshot = self.frontend.snapshot();
+                if self
+                    .frontend
+                    .features()
+                    .pre_floor_swing_db()
+                    .is_some_and(|swing| swing > self.cfg.floor_swing_max_db)
+                {
+                    // a crowd behind the person: the floor compares a lull
+                    // with the room, so the model goes on timing alone, as
+                    // it does before a pause was heard
+                    snapshot[FLOOR_FEATURES].fill(0.0);
+                }
                 self.p_machine = classifier::p_machine(&snapshot)?;
                 let f = self.frontend.features();
                 let p = self.p_machine;

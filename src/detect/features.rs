@@ -44,6 +44,8 @@ pub const FEATURE_NAMES: [&str; 14] = [
 
 /// Number of features.
 pub const N_FEATURES: usize = FEATURE_NAMES.len();
+/// Where `floor_known` and `floor_rise_db` sit in a [`FeatureVector`].
+pub const FLOOR_FEATURES: std::ops::Range<usize> = 12..14;
 
 /// A feature vector.
 pub type FeatureVector = [f32; N_FEATURES];
@@ -123,7 +125,18 @@ impl LevelHistogram {
         if self.n < min_frames || self.silent > self.n {
             return None;
         }
-        let want = (self.n / 10).max(1);
+        self.percentile(10)
+    }
+
+    /// How far the 30th percentile sits above the 10th, dB: about one for
+    /// a steady noise, several for one that swings.
+    fn low_spread_db(&self, min_frames: u32) -> Option<f32> {
+        Some(self.percentile(30)? - self.floor(min_frames)?)
+    }
+
+    /// The level `pct` % of the frames are at or below (1 dB bins).
+    fn percentile(&self, pct: u32) -> Option<f32> {
+        let want = (self.n * pct / 100).max(1);
         let mut seen = 0;
         for (i, &c) in self.bins.iter().enumerate() {
             seen += u32::from(c);
@@ -238,6 +251,15 @@ impl FeatureTracker {
             self.pause_levels.floor(PAUSE_FLOOR_MIN_FRAMES)?
                 - self.pre_levels.floor(PRE_FLOOR_MIN_FRAMES)?,
         )
+    }
+
+    /// How much the line's level swung before anyone spoke: the 30th
+    /// percentile of those frames' levels less their 10th (the floor), dB;
+    /// `None` while the floor before speech is unknown. About 1 dB on a
+    /// line's steady noise; several with a crowd talking behind the person,
+    /// where the floor is a lull (see `AmdConfig::floor_swing_max_db`).
+    pub fn pre_floor_swing_db(&self) -> Option<f32> {
+        self.pre_levels.low_spread_db(PRE_FLOOR_MIN_FRAMES)
     }
 
     /// True while inside a speech segment.
@@ -551,6 +573,27 @@ mod tests {
         ];
         let r = rise(&script);
         assert!((r - 15.0).abs() <= 2.0, "{r}");
+    }
+
+    #[test]
+    fn a_line_that_swings_before_anyone_speaks_has_no_floor_to_trust() {
+        // a crowd behind the person: lulls and bursts before they speak
+        let mut script = Vec::new();
+        for _ in 0..4 {
+            script.push(pause(40, -70.0));
+            script.push(pause(120, -48.0));
+        }
+        script.extend([talk(1000, -55.0), pause(800, -55.0)]);
+        let f = drive_audio(&script);
+        let swing = f.pre_floor_swing_db().unwrap();
+        assert!(swing >= 15.0, "{swing}");
+        // (the table the model trains on still has the rise: the policy
+        // withholds it)
+        assert!(f.floor_rise_db().is_some());
+        // the same length of steady noise swings by a dB at most
+        let steady = [pause(640, -55.0), talk(1000, -55.0), pause(800, -55.0)];
+        let swing = drive_audio(&steady).pre_floor_swing_db().unwrap();
+        assert!(swing <= 1.0, "{swing}");
     }
 
     #[test]
