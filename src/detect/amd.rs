@@ -23,6 +23,11 @@
 //! | … p between 0.3 and 0.9 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //! | a beep after speech within `late_beep_ms` (3 s) of a `human` or `unknown` | `machine_start` then `machine_end_beep` | `late_beep` |
 //!
+//! The model hears the line's floor only where there is one: on a line
+//! whose level swung before anyone spoke (a crowd behind the person) its
+//! floor inputs are withheld, as before a pause was heard
+//! ([`AmdConfig::floor_swing_max_db`]).
+//!
 //! After `machine_start` it listens for the end of the greeting: a beep
 //! (`machine_end_beep`), 1.8 s of silence with no tone sounding
 //! (`machine_end_silence`), or 30 s of greeting or the end of the audio

@@ -576,6 +576,14 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_features_are_where_the_policy_withholds_them() {
+        assert_eq!(
+            FEATURE_NAMES[FLOOR_FEATURES],
+            ["floor_known", "floor_rise_db"]
+        );
+    }
+
+    #[test]
     fn a_line_that_swings_before_anyone_speaks_has_no_floor_to_trust() {
         // a crowd behind the person: lulls and bursts before they speak
         let mut script = Vec::new();
