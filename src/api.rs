@@ -765,7 +765,7 @@ pub struct UploadReport {
 }
 
 /// Imports CSV from any reader, streaming: validated rows are written in
-/// batches of [`BATCH`], each a transaction.
+/// batches of `BATCH` (1,000 rows), each a transaction.
 pub fn import_csv<R: std::io::Read>(
     store: &Store,
     campaign_id: &str,
