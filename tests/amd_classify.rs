@@ -336,16 +336,18 @@ fn a_greeting_between_two_sentences_at_the_deadline_is_not_a_person() {
 
 /// A receptionist who pauses after the business's name is not a greeting
 /// going on when she speaks again: at that moment the model's p jumps (one
-/// more segment), and these people were called machines 100-300 ms into
-/// their next phrase. Resumed speech must last 400 ms first.
+/// more segment), and such people were called machines 100-300 ms into
+/// their next phrase. Resumed speech must last 400 ms first. The model of
+/// the onset gate (2026-12-06) needs the hold for fewer people: the three
+/// committed ones it used to keep (`heldout3/business_answer_1014.wav`,
+/// `heldout6/business_answer_2860.wav`,
+/// `heldout8_prompt/business_answer_3714.wav`) are people to it without the
+/// hold, or (the first, at p 0.90) machines with it. Over every held-out set
+/// and copy the hold now keeps one person, committed in `resumed/`.
 #[test]
 fn a_person_who_goes_on_after_a_short_pause_is_not_a_greeting_going_on() {
     the_rule_keeps_these_people(
-        &[
-            ("heldout3", "business_answer_1014.wav"),
-            ("heldout6", "business_answer_2860.wav"),
-            ("heldout8_prompt", "business_answer_3714.wav"),
-        ],
+        &[("resumed", "business_answer_7787.wav")],
         AmdConfig {
             resumed_min_ms: 0,
             ..AmdConfig::default()

@@ -294,6 +294,19 @@ pub struct SegmenterConfig {
     pub min_speech_ms: u64,
     /// Silence must last this long before a segment ends.
     pub min_silence_ms: u64,
+    /// Speech does not begin in a chunk this far below the loudest speech
+    /// heard on the call so far. The callee speaks into the phone; a TV or
+    /// a crowd behind them reaches it 25-40 dB lower, and Silero hears
+    /// those voices as speech too, so every lull in a person's answer
+    /// became a segment of "speech" with the pauses of a recording: of 192
+    /// held-out people with one voice behind them (`generate.py
+    /// --babble-talkers 1`), 55 were called machines. 20 dB is above the
+    /// swing of one talker's own words (a stressed syllable and a trailing
+    /// one lie 10-15 dB apart) and below how far a voice across a room
+    /// falls. Until someone has spoken there is nothing to be under, so a
+    /// TV heard before the callee's first word still starts a segment.
+    /// Only the start is gated, as with [`MIN_SPEECH_DBFS`].
+    pub onset_below_loudest_db: f32,
 }
 
 impl Default for SegmenterConfig {
@@ -303,6 +316,7 @@ impl Default for SegmenterConfig {
             off_threshold: 0.35,
             min_speech_ms: 64,
             min_silence_ms: 160,
+            onset_below_loudest_db: 20.0,
         }
     }
 }
@@ -332,6 +346,9 @@ enum SegState {
 pub struct Segmenter {
     cfg: SegmenterConfig,
     state: SegState,
+    /// The loudest chunk of speech so far (dBFS); see
+    /// [`SegmenterConfig::onset_below_loudest_db`].
+    loudest_dbfs: f32,
 }
 
 impl Segmenter {
@@ -340,6 +357,7 @@ impl Segmenter {
         Self {
             cfg,
             state: SegState::Quiet,
+            loudest_dbfs: -100.0,
         }
     }
 
@@ -372,8 +390,14 @@ impl Segmenter {
     pub fn push(&mut self, chunk: VadChunk) -> Option<SegmentEvent> {
         let speech = chunk.prob >= self.cfg.on_threshold;
         let silence = chunk.prob < self.cfg.off_threshold;
-        // (a segment starts only on chunks loud enough to be speech)
-        let onset = speech && chunk.level_dbfs >= MIN_SPEECH_DBFS;
+        // (a segment starts only on chunks loud enough to be speech, and
+        // near enough to the loudest speech so far to be the callee's)
+        let onset = speech
+            && chunk.level_dbfs >= MIN_SPEECH_DBFS
+            && chunk.level_dbfs >= self.loudest_dbfs - self.cfg.onset_below_loudest_db;
+        if onset || (speech && !matches!(self.state, SegState::Quiet)) {
+            self.loudest_dbfs = self.loudest_dbfs.max(chunk.level_dbfs);
+        }
         match self.state {
             SegState::Quiet => {
                 if onset {
@@ -473,6 +497,48 @@ mod tests {
             Some(SegmentEvent::SpeechStart { at_ms: 640 })
         );
         assert_eq!(s.push(faint(22)), None);
+        assert!(s.in_speech() && s.paused_since().is_none());
+    }
+
+    #[test]
+    fn voices_far_under_the_callee_do_not_begin_speech() {
+        let mut s = Segmenter::new(SegmenterConfig::default());
+        let at = |i, level_dbfs, prob| VadChunk {
+            level_dbfs,
+            ..chunk(i, prob)
+        };
+        // before anyone has spoken, a distant voice (-52 dBFS) is speech
+        assert_eq!(s.push(at(0, -52.0, 0.9)), None);
+        assert_eq!(
+            s.push(at(1, -52.0, 0.9)),
+            Some(SegmentEvent::SpeechStart { at_ms: 0 })
+        );
+        for i in 2..8 {
+            s.push(at(i, -100.0, 0.0));
+        }
+        assert!(!s.in_speech());
+        // the callee says hello at -22 dBFS, then pauses
+        assert_eq!(
+            (s.push(at(8, -22.0, 0.9)), s.push(at(9, -25.0, 0.9))),
+            (None, Some(SegmentEvent::SpeechStart { at_ms: 256 }))
+        );
+        for i in 10..16 {
+            s.push(at(i, -60.0, 0.1));
+        }
+        assert!(!s.in_speech());
+        // now the same distant voice, 30 dB under the hello, is not speech
+        for i in 16..30 {
+            assert_eq!(s.push(at(i, -52.0, 0.9)), None);
+        }
+        assert!(!s.in_speech());
+        // the callee speaking 18 dB softer than their hello still is
+        assert_eq!(s.push(at(30, -40.0, 0.9)), None);
+        assert_eq!(
+            s.push(at(31, -40.0, 0.9)),
+            Some(SegmentEvent::SpeechStart { at_ms: 960 })
+        );
+        // and a segment, once begun, is not cut by a quieter syllable
+        assert_eq!(s.push(at(32, -52.0, 0.9)), None);
         assert!(s.in_speech() && s.paused_since().is_none());
     }
 
