@@ -9,16 +9,18 @@
 //!
 //! Retraining moves these figures even when nothing else changes: the old
 //! table trained with two other seeds called up to one more person of a
-//! set a machine and moved a set's human median by up to 51 ms. Floors
-//! moved with the onset gate's retrain (2026-12-06): one more person
-//! each in `heldout3` (a business answer at p 0.90, the threshold, which
-//! one of those seeds also called a machine) and `heldout7` (a long
-//! sentence), the human medians of `heldout5`,
-//! `heldout6` and `heldout8_prompt` 58, 76 and 11 ms later (`heldout6`:
-//! 721-804 ms over the gated table's three seeds), `heldout4`'s machine
-//! median 40 ms later. Over every held-out set and copy the retrain called
-//! as many people machines as before (models/amd.md, "Voices behind the
-//! person").
+//! set a machine and moved a set's human median by up to 51 ms, which is
+//! why the model is now an average over five seeds. Floors moved with the
+//! onset gate's table and that model (2026-12-06): one more person called
+//! a machine in `heldout3` (a business answer, p 0.92) and in `heldout7`
+//! (a long sentence, p 0.90), two more recordings called people in
+//! `heldout3` (a personal greeting and one after hold music) so its
+//! accuracy floor is 0.96, and the machine medians of `heldout`,
+//! `heldout2` and `heldout4` 40-80 ms later. Over every held-out set and
+//! copy (2,996 clips, crowd and TV copies aside) it calls 17 people
+//! machines against 18, 92 recordings people against 89, and the median
+//! of the sets' machine medians is 3240 ms against 3340 (models/amd.md,
+//! "Voices behind the person").
 
 mod common;
 
@@ -120,7 +122,7 @@ fn heldout_figures_do_not_regress() {
             accuracy: 0.97,
             humans_as_machine: 0,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(3100.0),
+            machine_p50_ms: Some(3150.0),
         },
     );
 }
@@ -134,7 +136,7 @@ fn second_heldout_figures_do_not_regress() {
             accuracy: 0.97,
             humans_as_machine: 1,
             human_p50_ms: Some(BAR_HUMAN_P50_MS),
-            machine_p50_ms: Some(2850.0),
+            machine_p50_ms: Some(2900.0),
         },
     );
 }
@@ -151,7 +153,7 @@ fn third_heldout_figures_do_not_regress() {
         "heldout3",
         Floor {
             clips: 153,
-            accuracy: 0.97,
+            accuracy: 0.96,
             humans_as_machine: 1,
             human_p50_ms: Some(750.0),
             machine_p50_ms: Some(3250.0),
@@ -193,8 +195,8 @@ fn fifth_heldout_figures_do_not_regress() {
             clips: 156,
             accuracy: 0.97,
             humans_as_machine: 1,
-            human_p50_ms: Some(710.0),
-            machine_p50_ms: Some(3400.0),
+            human_p50_ms: Some(650.0),
+            machine_p50_ms: Some(3350.0),
         },
     );
 }
@@ -212,7 +214,7 @@ fn sixth_heldout_figures_do_not_regress() {
             clips: 145,
             accuracy: 0.97,
             humans_as_machine: 0,
-            human_p50_ms: Some(810.0),
+            human_p50_ms: Some(750.0),
             machine_p50_ms: Some(2600.0),
         },
     );
@@ -291,7 +293,7 @@ fn eighth_heldout_prompt_people_do_not_regress() {
             clips: 62,
             accuracy: 0.98,
             humans_as_machine: 1,
-            human_p50_ms: Some(610.0),
+            human_p50_ms: Some(BAR_HUMAN_P50_MS),
             machine_p50_ms: None,
         },
     );

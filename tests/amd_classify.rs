@@ -305,11 +305,13 @@ fn the_fallback_waits_for_the_callee_to_pause() {
 /// lasted 600 ms: these greetings were between two sentences then, 170 ms
 /// into the pause, and called people before the pause's floor (their
 /// recording's room) could be heard. A few tens of ms later the model calls
-/// them machines.
+/// them machines, or the short greeting's beep comes.
+/// (`heldout/greeting_pauses_0048.wav` was one until the averaged model of
+/// 2026-12-06, which is sure of it at the deadline.)
 #[test]
 fn a_greeting_between_two_sentences_at_the_deadline_is_not_a_person() {
     for (set, file) in [
-        ("heldout", "greeting_pauses_0048.wav"),
+        ("heldout8", "short_greeting_beep_3637.wav"),
         ("heldout", "vm_silence_0261.wav"),
         ("heldout2", "ivr_menu_0794.wav"),
     ] {
@@ -337,17 +339,14 @@ fn a_greeting_between_two_sentences_at_the_deadline_is_not_a_person() {
 /// A receptionist who pauses after the business's name is not a greeting
 /// going on when she speaks again: at that moment the model's p jumps (one
 /// more segment), and such people were called machines 100-300 ms into
-/// their next phrase. Resumed speech must last 400 ms first. The model of
-/// the onset gate (2026-12-06) needs the hold for fewer people: the three
-/// committed ones it used to keep (`heldout3/business_answer_1014.wav`,
-/// `heldout6/business_answer_2860.wav`,
-/// `heldout8_prompt/business_answer_3714.wav`) are people to it without the
-/// hold, or (the first, at p 0.90) machines with it. Over every held-out set
-/// and copy the hold now keeps one person, committed in `resumed/`.
+/// their next phrase. Resumed speech must last 400 ms first. (Each retrain
+/// moves which people the hold decides: it kept three committed people
+/// until the onset gate, and keeps this one of them with the averaged
+/// model, one person of 3,747 held-out clips.)
 #[test]
 fn a_person_who_goes_on_after_a_short_pause_is_not_a_greeting_going_on() {
     the_rule_keeps_these_people(
-        &[("resumed", "business_answer_7787.wav")],
+        &[("heldout6", "business_answer_2860.wav")],
         AmdConfig {
             resumed_min_ms: 0,
             ..AmdConfig::default()
@@ -449,12 +448,16 @@ fn music_before_a_greeting_is_not_dead_air() {
 /// what the VAD does not call speech; a second later the short-hello rule
 /// took the blip for a person's "Hello?" and the music for their silence.
 /// A hello must last `short_hello_min_ms`: this greeting after hold music
-/// (a committed held-out clip) is a machine, and a person with the rule off.
+/// (from the fresh draw `heldout16`, committed in `rules/`) is a machine,
+/// and a person with the rule off. (`heldout3/hold_music_greeting_1413.wav`
+/// was the example until the averaged model of 2026-12-06, which calls it
+/// a person either way, at p 0.34 on the greeting's first phrase: greetings
+/// after hold music are one of the kinds of recording still called people.)
 #[test]
 fn a_blip_in_hold_music_is_not_a_hello() {
     let (c, off) = with_and_without(
-        "heldout3",
-        "hold_music_greeting_1413.wav",
+        "rules",
+        "hold_music_greeting_7313.wav",
         AmdConfig {
             short_hello_min_ms: 0,
             ..AmdConfig::default()

@@ -1,4 +1,5 @@
-//! The AMD classifier: a gradient-boosted tree ensemble over the features of
+//! The AMD classifier: the average of five gradient-boosted tree ensembles
+//! (one ONNX graph) over the features of
 //! [`super::features`], trained by `models/train_amd.py` and run with ONNX
 //! Runtime. Embedded in the binary from `models/amd.onnx` (model card:
 //! `models/amd.md`). Like the VAD, one session per worker thread; the
