@@ -24,6 +24,9 @@ const HISTORY: usize = 2 * MAX_PERIOD + MAX_PERIOD / 2;
 const HOLD: usize = 80;
 /// …then the fade to silence (50 ms more).
 const FADE: usize = 400;
+/// How much of a hole is concealed (60 ms); the rest is silence. Codecs
+/// that conceal their own holes (Opus) stop at the same point.
+pub const CONCEALED_SAMPLES: usize = HOLD + FADE;
 /// Samples over which returning audio is cross-faded from the concealment.
 const BLEND: usize = 32;
 
@@ -79,7 +82,7 @@ impl Concealer {
             self.concealed = 0;
             self.in_hole = true;
         }
-        let fading = self.concealed < HOLD + FADE;
+        let fading = self.concealed < CONCEALED_SAMPLES;
         for s in out.iter_mut() {
             *s = self.next_concealed();
         }

@@ -29,7 +29,7 @@ use super::uas::Uas;
 use crate::agent::bridge::AgentAudio;
 use crate::agent::side::AgentSide;
 use crate::audio::opus::{self, OpusDecoder, OpusEncoder};
-use crate::audio::plc::Concealer;
+use crate::audio::plc::{CONCEALED_SAMPLES, Concealer};
 use crate::audio::resample::Resampler;
 use crate::audio::{AudioFrame, FRAME_MS, FRAME_SAMPLES, g711};
 use crate::call::session::{CallSession, CarrierOut, Lifecycle, Output, SessionConfig};
@@ -184,7 +184,7 @@ impl OpusLeg {
         self.dec.decode(&[], frame).map_err(|e| e.to_string())?;
         self.cut(opus::OPUS_FRAME)?;
         self.hole += 1;
-        let fading = self.hole <= 3;
+        let fading = self.hole as usize * FRAME_SAMPLES <= CONCEALED_SAMPLES;
         if !fading {
             self.frames[0] = [0; FRAME_SAMPLES];
         }
