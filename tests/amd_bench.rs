@@ -205,7 +205,11 @@ fn fifth_heldout_figures_do_not_regress() {
 /// a candidate that was not kept (see models/amd.md); this detector's run
 /// on it came second, and nothing was changed after it. A hard draw: more
 /// people who say a second or more, and short greeting lines whose beep
-/// comes late.
+/// comes late. The machine median's floor moved from 2600 to 2650 ms with
+/// the speech-contrast rule (`AmdConfig::speech_contrast_min_db`): the
+/// greeting after hold music it turned from a machine into a person had
+/// been called a machine at 2000 ms on the music alone, before the
+/// greeting began; without it the median is 2640 ms.
 #[test]
 fn sixth_heldout_figures_do_not_regress() {
     holds(
@@ -215,7 +219,7 @@ fn sixth_heldout_figures_do_not_regress() {
             accuracy: 0.97,
             humans_as_machine: 0,
             human_p50_ms: Some(750.0),
-            machine_p50_ms: Some(2600.0),
+            machine_p50_ms: Some(2650.0),
         },
     );
 }

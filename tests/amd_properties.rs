@@ -449,3 +449,41 @@ fn a_noise_step_is_not_a_greeting() {
     );
     assert!(d.iter().all(|d| !d.outcome.is_machine()), "{d:?}");
 }
+
+/// A dead line whose noise steps up 30 dB, with 9 % of its packets lost and
+/// zero-filled: Silero heard 256 ms of "speech" in the step, the pauses
+/// after it were 30 dB above the line before it, and the model called a
+/// machine at the deadline. What Silero heard stood no higher than the
+/// noise after it, so it was not a voice (`speech_contrast_min_db`).
+/// (Found with `PROPTEST_CASES=3000 PROPTEST_RNG_SEED=101`.)
+#[test]
+fn a_step_in_the_line_noise_is_not_a_voice() {
+    let c = Call {
+        pieces: vec![
+            Piece::Silence(1117),
+            Piece::Noise {
+                dbfs: -65.0,
+                ms: 1478,
+            },
+            Piece::Noise {
+                dbfs: -35.0,
+                ms: 1415,
+            },
+            Piece::Dtmf("#*00".into()),
+            Piece::Noise {
+                dbfs: -35.0,
+                ms: 845,
+            },
+            Piece::Silence(3000),
+        ],
+        loss: 0.09172349372999254,
+        conceal: false,
+        llm: Llm::Off,
+        seed: 9958417430526328122,
+    };
+    let r = run(&c).unwrap();
+    well_formed(&r).unwrap();
+    let d: Vec<_> = r.decisions.into_iter().map(|(d, _)| d).collect();
+    assert_eq!(d[0].outcome, AmdOutcome::Unknown, "{d:?}");
+    assert_eq!(d.len(), 1, "{d:?}");
+}

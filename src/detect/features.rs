@@ -66,6 +66,9 @@ pub struct FeatureTracker {
     pre_levels: LevelHistogram,
     /// …and in the pauses after it.
     pause_levels: LevelHistogram,
+    /// The loudest frame inside speech (dBFS, pre-emphasised like the
+    /// floors): what the speech stands on its pauses by.
+    speech_peak_dbfs: f32,
     /// The last sample of the previous frame (pre-emphasis state).
     last_sample: f32,
 }
@@ -169,6 +172,7 @@ impl FeatureTracker {
             now_ms: 0,
             pre_levels: LevelHistogram::new(),
             pause_levels: LevelHistogram::new(),
+            speech_peak_dbfs: LEVEL_MIN_DBFS,
             last_sample: 0.0,
         }
     }
@@ -216,14 +220,6 @@ impl FeatureTracker {
     pub fn observe_frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
         let mut prev = self.last_sample;
         self.last_sample = f32::from(pcm[FRAME_SAMPLES - 1]) / 32768.0;
-        let levels = if self.first_start.is_none() {
-            &mut self.pre_levels
-        } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
-            &mut self.pause_levels
-        } else {
-            // speech says nothing about the room: no level to take
-            return;
-        };
         let mut energy = 0.0f32;
         let mut peak = 0u16;
         for &s in pcm {
@@ -233,12 +229,23 @@ impl FeatureTracker {
             energy += y * y;
             prev = x;
         }
+        let dbfs = 10.0 * (energy / FRAME_SAMPLES as f32).max(1e-10).log10();
+        let levels = if self.first_start.is_none() {
+            &mut self.pre_levels
+        } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
+            &mut self.pause_levels
+        } else {
+            // speech says nothing about the room, only how far it stands
+            // above it
+            self.speech_peak_dbfs = self.speech_peak_dbfs.max(dbfs);
+            return;
+        };
         if peak <= DIGITAL_SILENCE_PEAK {
             // a lost frame zeroed, a muted line: not the room's noise
             levels.silent = levels.silent.saturating_add(1);
             return;
         }
-        levels.add(10.0 * (energy / FRAME_SAMPLES as f32).max(1e-10).log10());
+        levels.add(dbfs);
     }
 
     /// How much louder the pauses between utterances are than the line was
@@ -251,6 +258,16 @@ impl FeatureTracker {
             self.pause_levels.floor(PAUSE_FLOOR_MIN_FRAMES)?
                 - self.pre_levels.floor(PRE_FLOOR_MIN_FRAMES)?,
         )
+    }
+
+    /// How far the loudest frame of speech stands above the floor of the
+    /// pauses after it, dB; `None` until a pause's floor was heard. A voice
+    /// stands 20-50 dB above the room it speaks in; what Silero takes for
+    /// speech when a line's noise steps up (the step itself, the edges of
+    /// zero-filled packets in it) stands no higher than the noise after it.
+    pub fn speech_contrast_db(&self) -> Option<f32> {
+        let floor = self.pause_levels.floor(PAUSE_FLOOR_MIN_FRAMES)?;
+        (self.speech_peak_dbfs > LEVEL_MIN_DBFS).then_some(self.speech_peak_dbfs - floor)
     }
 
     /// How much the line's level swung before anyone spoke: the 30th
@@ -446,14 +463,16 @@ mod tests {
         assert_eq!(f.voiced_ms(), f.speech_ms());
     }
 
-    /// One stretch of a synthetic call: speech (a loud 300 Hz tone) or not,
-    /// over white noise at `noise_dbfs`, plus a 40 Hz hum at `hum_dbfs`
-    /// peak, if any; every `lost_every`-th frame of it zero-filled, as a
-    /// lost packet (0: none).
+    /// One stretch of a synthetic call: speech (a loud 300 Hz tone, unless
+    /// `mute`: the VAD says speech over the noise alone) or not, over white
+    /// noise at `noise_dbfs`, plus a 40 Hz hum at `hum_dbfs` peak, if any;
+    /// every `lost_every`-th frame of it zero-filled, as a lost packet (0:
+    /// none).
     #[derive(Clone, Copy)]
     struct Part {
         ms: u64,
         speech: bool,
+        mute: bool,
         noise_dbfs: f64,
         hum_dbfs: Option<f64>,
         lost_every: usize,
@@ -463,6 +482,7 @@ mod tests {
         Part {
             ms,
             speech: false,
+            mute: false,
             noise_dbfs,
             hum_dbfs: None,
             lost_every: 0,
@@ -486,7 +506,7 @@ mod tests {
                 .into_iter()
                 .map(i32::from)
                 .collect();
-            let voice = p.speech.then(|| synth::tones(&[300.0], -12.0, p.ms));
+            let voice = (p.speech && !p.mute).then(|| synth::tones(&[300.0], -12.0, p.ms));
             let hum = p.hum_dbfs.map(|db| synth::tones(&[40.0], db, p.ms));
             for layer in voice.iter().chain(hum.iter()) {
                 for (m, &v) in mix.iter_mut().zip(layer) {
@@ -573,6 +593,27 @@ mod tests {
         ];
         let r = rise(&script);
         assert!((r - 15.0).abs() <= 2.0, "{r}");
+    }
+
+    #[test]
+    fn a_voice_stands_above_its_pauses_and_a_step_in_the_noise_does_not() {
+        let f = drive_audio(&[pause(300, -60.0), talk(1000, -60.0), pause(600, -60.0)]);
+        let c = f.speech_contrast_db().unwrap();
+        assert!(c >= 25.0, "{c}");
+        // the line's noise steps up 30 dB and the VAD hears the step as
+        // speech: its loudest frame is the noise that follows
+        let step = Part {
+            mute: true,
+            ..talk(300, -30.0)
+        };
+        let f = drive_audio(&[pause(600, -60.0), step, pause(1000, -30.0)]);
+        let c = f.speech_contrast_db().unwrap();
+        assert!(c < 3.0, "{c}");
+        // (and it looks like a recording's room: the rule is the policy's)
+        assert!(f.floor_rise_db().unwrap() >= 25.0);
+        // no pause heard yet: nothing to stand above
+        let f = drive_audio(&[pause(300, -60.0), talk(1000, -60.0)]);
+        assert_eq!(f.speech_contrast_db(), None);
     }
 
     #[test]
