@@ -487,3 +487,37 @@ fn a_step_in_the_line_noise_is_not_a_voice() {
     assert_eq!(d[0].outcome, AmdOutcome::Unknown, "{d:?}");
     assert_eq!(d.len(), 1, "{d:?}");
 }
+
+/// Six key presses, then a line's noise stepping up 12 dB with 8 % of its
+/// packets lost and zero-filled: the VAD heard one 1.6 s segment (the
+/// keys' gaps bridged, and 425 ms more over the step), which had the
+/// model's 1.5 s of speech, and p 0.97 called a machine. Key presses are
+/// not a voice, also when the machine call counts its speech.
+/// (Found with `PROPTEST_CASES=3000 PROPTEST_RNG_SEED=505`.)
+#[test]
+fn key_presses_do_not_count_as_a_greeting() {
+    let c = Call {
+        pieces: vec![
+            Piece::Silence(2551),
+            Piece::Noise {
+                dbfs: -68.7,
+                ms: 2356,
+            },
+            Piece::Dtmf("##07#".into()),
+            Piece::Dtmf("0".into()),
+            Piece::Noise {
+                dbfs: -56.2,
+                ms: 2262,
+            },
+        ],
+        loss: 0.08425016302862566,
+        conceal: false,
+        llm: Llm::Off,
+        seed: 10731408962154766938,
+    };
+    let r = run(&c).unwrap();
+    well_formed(&r).unwrap();
+    for (d, _) in &r.decisions {
+        assert!(!d.outcome.is_machine(), "{d:?}");
+    }
+}
