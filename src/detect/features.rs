@@ -66,12 +66,22 @@ pub struct FeatureTracker {
     pre_levels: LevelHistogram,
     /// …and in the pauses after it.
     pause_levels: LevelHistogram,
-    /// The loudest frame inside speech (dBFS, pre-emphasised like the
-    /// floors): what the speech stands on its pauses by. Not the
+    /// The loudest frame inside speech, no tone in or beside it (dBFS,
+    /// pre-emphasised like the floors): what the speech stands on its
+    /// pauses by. Not the
     /// segmenter's loudest chunk: that level is not pre-emphasised, and
     /// against a pre-emphasised floor a voice would lose 5-12 dB and a
     /// hiss gain 3.
     speech_peak_dbfs: f32,
+    /// The levels of the frames inside speech (as the peak): how far a
+    /// voice swings between its syllables and the gaps between them.
+    speech_levels: LevelHistogram,
+    /// The last frame inside speech, held until the next one shows no tone
+    /// began beside it: its level (`None` for digital silence), and
+    /// whether it or the frame before it was a tone.
+    held_speech: Option<(Option<f32>, bool)>,
+    /// Whether the last frame was a tone.
+    last_tonal: bool,
     /// The last sample of the previous frame (pre-emphasis state).
     last_sample: f32,
 }
@@ -104,6 +114,8 @@ const PRE_FLOOR_MIN_FRAMES: u32 = 3;
 /// floor that is usually heard early makes "not heard yet" a clue the
 /// model learns from; see models/amd.md.)
 const PAUSE_FLOOR_MIN_FRAMES: u32 = 10;
+/// Frames of speech its swing needs (200 ms, a syllable or two).
+pub const SPEECH_SWING_MIN_FRAMES: u32 = 10;
 
 impl LevelHistogram {
     const fn new() -> Self {
@@ -176,6 +188,9 @@ impl FeatureTracker {
             pre_levels: LevelHistogram::new(),
             pause_levels: LevelHistogram::new(),
             speech_peak_dbfs: LEVEL_MIN_DBFS,
+            speech_levels: LevelHistogram::new(),
+            held_speech: None,
+            last_tonal: false,
             last_sample: 0.0,
         }
     }
@@ -214,13 +229,16 @@ impl FeatureTracker {
 
     /// Records the frame just processed: its level before any speech
     /// describes the line as answered, in a pause after speech the room the
-    /// speech comes from.
+    /// speech comes from, inside speech how far the speech stands above
+    /// that room. `tonal`: the tone bank heard a tone in it (a key press,
+    /// a beep), which is not a voice, nor are the frames beside one (a
+    /// key's first and last frames carry part of it).
     ///
     /// The level is taken after pre-emphasis (a first-order high-pass, about
     /// -20 dB at 100 Hz, -2.5 dB at 1 kHz): rumble below the voice band
     /// (handling, wind, an unfiltered line) swings a 20 ms frame's level by
     /// many dB and would make two stretches of the same room differ.
-    pub fn observe_frame(&mut self, pcm: &[i16; FRAME_SAMPLES]) {
+    pub fn observe_frame(&mut self, pcm: &[i16; FRAME_SAMPLES], tonal: bool) {
         let mut prev = self.last_sample;
         self.last_sample = f32::from(pcm[FRAME_SAMPLES - 1]) / 32768.0;
         let mut energy = 0.0f32;
@@ -233,6 +251,19 @@ impl FeatureTracker {
             prev = x;
         }
         let dbfs = 10.0 * (energy / FRAME_SAMPLES as f32).max(1e-10).log10();
+        // (a lost frame zeroed, a muted line: not the room's noise, nor a
+        // voice)
+        let level = (peak > DIGITAL_SILENCE_PEAK).then_some(dbfs);
+        if let Some((held, near_tone)) = self.held_speech.take()
+            && !near_tone
+            && !tonal
+            && let Some(level) = held
+        {
+            self.speech_peak_dbfs = self.speech_peak_dbfs.max(level);
+            self.speech_levels.add(level);
+        }
+        let near_tone = tonal || self.last_tonal;
+        self.last_tonal = tonal;
         let levels = if self.first_start.is_none() {
             &mut self.pre_levels
         } else if !self.seg.in_speech() || self.seg.paused_since().is_some() {
@@ -240,15 +271,13 @@ impl FeatureTracker {
         } else {
             // speech says nothing about the room, only how far it stands
             // above it
-            self.speech_peak_dbfs = self.speech_peak_dbfs.max(dbfs);
+            self.held_speech = Some((level, near_tone));
             return;
         };
-        if peak <= DIGITAL_SILENCE_PEAK {
-            // a lost frame zeroed, a muted line: not the room's noise
-            levels.silent = levels.silent.saturating_add(1);
-            return;
+        match level {
+            Some(dbfs) => levels.add(dbfs),
+            None => levels.silent = levels.silent.saturating_add(1),
         }
-        levels.add(dbfs);
     }
 
     /// How much louder the pauses between utterances are than the line was
@@ -271,6 +300,19 @@ impl FeatureTracker {
     pub fn speech_contrast_db(&self) -> Option<f32> {
         let floor = self.pause_levels.floor(PAUSE_FLOOR_MIN_FRAMES)?;
         (self.speech_peak_dbfs > LEVEL_MIN_DBFS).then_some(self.speech_peak_dbfs - floor)
+    }
+
+    /// How far the speech's levels swing, dB: the 90th percentile of its
+    /// frames' levels less their 10th; `None` under
+    /// [`SPEECH_SWING_MIN_FRAMES`] frames of it. A voice swings between its
+    /// syllables and the gaps between its words by 10-30 dB; a steady hiss
+    /// that Silero takes for speech (lost packets chop it like syllables)
+    /// by 1-2.
+    pub fn speech_swing_db(&self) -> Option<f32> {
+        if self.speech_levels.n < SPEECH_SWING_MIN_FRAMES {
+            return None;
+        }
+        Some(self.speech_levels.percentile(90)? - self.speech_levels.percentile(10)?)
     }
 
     /// How much the line's level swung before anyone spoke: the 30th
@@ -470,12 +512,13 @@ mod tests {
     /// `mute`: the VAD says speech over the noise alone) or not, over white
     /// noise at `noise_dbfs`, plus a 40 Hz hum at `hum_dbfs` peak, if any;
     /// every `lost_every`-th frame of it zero-filled, as a lost packet (0:
-    /// none).
+    /// none); `tonal`: the tone bank says its frames are a tone.
     #[derive(Clone, Copy)]
     struct Part {
         ms: u64,
         speech: bool,
         mute: bool,
+        tonal: bool,
         noise_dbfs: f64,
         hum_dbfs: Option<f64>,
         lost_every: usize,
@@ -486,6 +529,7 @@ mod tests {
             ms,
             speech: false,
             mute: false,
+            tonal: false,
             noise_dbfs,
             hum_dbfs: None,
             lost_every: 0,
@@ -533,16 +577,17 @@ mod tests {
     /// says.
     fn drive_audio(script: &[Part]) -> FeatureTracker {
         let mut f = FeatureTracker::default();
-        let speech_at = |t: u64| {
+        let part_at = |t: u64| {
             let mut acc = 0;
             for p in script {
                 if t < acc + p.ms {
-                    return p.speech;
+                    return Some(p);
                 }
                 acc += p.ms;
             }
-            false
+            None
         };
+        let speech_at = |t: u64| part_at(t).is_some_and(|p| p.speech);
         let audio = script_audio(script);
         let mut next_chunk = 0;
         for (index, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
@@ -563,7 +608,7 @@ mod tests {
                 next_chunk += 32;
             }
             f.advance(frame_end);
-            f.observe_frame(pcm);
+            f.observe_frame(pcm, part_at(frame_end - 20).is_some_and(|p| p.tonal));
         }
         f
     }
@@ -617,6 +662,51 @@ mod tests {
         // no pause heard yet: nothing to stand above
         let f = drive_audio(&[pause(300, -60.0), talk(1000, -60.0)]);
         assert_eq!(f.speech_contrast_db(), None);
+    }
+
+    #[test]
+    fn a_voice_swings_and_a_hiss_does_not() {
+        // "syllables": the VAD's speech rising and falling by 25 dB
+        let mut script = vec![pause(300, -60.0)];
+        for _ in 0..6 {
+            script.push(Part {
+                mute: true,
+                ..talk(120, -30.0)
+            });
+            script.push(Part {
+                mute: true,
+                ..talk(80, -55.0)
+            });
+        }
+        let swing = drive_audio(&script).speech_swing_db().unwrap();
+        assert!(swing >= 20.0, "{swing}");
+        // a steady hiss the VAD takes for speech, every 12th frame lost
+        let hiss = Part {
+            mute: true,
+            lost_every: 12,
+            ..talk(1200, -49.0)
+        };
+        let swing = drive_audio(&[pause(300, -70.0), hiss]).speech_swing_db();
+        assert!(swing.unwrap() <= 3.0, "{swing:?}");
+        // key presses in it, 30 dB louder, are a tone and not a syllable
+        let key = Part {
+            tonal: true,
+            ..talk(500, -49.0)
+        };
+        let swing = drive_audio(&[pause(300, -70.0), hiss, key, hiss]).speech_swing_db();
+        assert!(swing.unwrap() <= 3.0, "{swing:?}");
+        let untold = Part {
+            tonal: false,
+            ..key
+        };
+        let swing = drive_audio(&[pause(300, -70.0), hiss, untold, hiss]).speech_swing_db();
+        assert!(swing.unwrap() >= 20.0, "{swing:?}");
+        // too little speech to tell
+        let short = Part { ms: 160, ..hiss };
+        assert_eq!(
+            drive_audio(&[pause(300, -70.0), short]).speech_swing_db(),
+            None
+        );
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl Frontend {
         }
         self.features.advance(frame.end_ms());
         if !frame.concealed {
-            self.features.observe_frame(&frame.pcm);
+            self.features
+                .observe_frame(&frame.pcm, self.tones.frame_is_tonal());
         }
         if self.greeting_len + FRAME_SAMPLES <= self.greeting.len() {
             self.greeting[self.greeting_len..self.greeting_len + FRAME_SAMPLES]
