@@ -587,3 +587,38 @@ fn hiss_is_not_a_greeting_whatever_the_llm_says() {
 fn hiss_before_any_pause_is_not_a_greeting() {
     hiss_asked_of_the_llm(1403, "0", 859, 8_366_781_674_920_074_671);
 }
+
+/// Hiss stepping up 42 dB, a busy tone, then key presses, with nothing
+/// lost: the VAD heard 96 ms of "speech" at the busy tone's onset, the
+/// model was unsure at the deadline, and the LLM, asked about it, answered
+/// p 0.55, which made a machine. The LLM is asked, and may call a machine,
+/// only about as much voice as the shortest hello. (Found with
+/// `PROPTEST_CASES=3000 PROPTEST_RNG_SEED=1313` once the no-speech
+/// property drew busy tones.)
+#[test]
+fn a_blip_at_a_busy_tone_is_nothing_to_ask_the_llm_about() {
+    let d = found_in(Call {
+        pieces: vec![
+            Piece::Noise {
+                dbfs: -76.7,
+                ms: 591,
+            },
+            Piece::Noise {
+                dbfs: -34.8,
+                ms: 1393,
+            },
+            Piece::Busy(1996),
+            Piece::Dtmf("00#0A".into()),
+        ],
+        loss: 0.0,
+        conceal: false,
+        llm: Llm::Answers {
+            p: 0.550_077_86,
+            after_ms: 0,
+        },
+        seed: 6_948_245_639_539_779_239,
+    });
+    for d in &d {
+        assert!(!d.outcome.is_machine(), "{d:?}");
+    }
+}
