@@ -20,7 +20,7 @@
 //! | no speech for 5 s (10 s while music or tones still sound; key presses the VAD took for speech are none) | `unknown` (never machine) | `silence` |
 //! | initial check delay (2 s) reached (and ≥ 1.5 s after speech began, with at least 150 ms of it voiced; not while an unbroken first utterance is under 2 s, nor speech that resumed under 400 ms, or under 1 s after a 0.9 s pause), p ≥ 0.9 | `machine_start` | `deadline` |
 //! | … p ≤ 0.3 and the caller silent, and still so when the pause has lasted 600 ms | `human` | `deadline` |
-//! | … p between 0.3 and 0.9 | the LLM if enabled; else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
+//! | … p between 0.3 and 0.9 | the LLM if enabled (and 150 ms of voice were heard); else keep listening (rules above) until `max_wait_ms` (5 s); then, or when the LLM fails, the fallback at the callee's first 1200 ms pause (a beep still wins; at most 10 s more) | `llm` / `fallback` / `llm_failed` |
 //! | a beep after speech within `late_beep_ms` (3 s) of a `human` or `unknown` | `machine_start` then `machine_end_beep` | `late_beep` |
 //!
 //! The model hears the line's floor only where there is one: on a line
@@ -31,9 +31,10 @@
 //! What the VAD heard counts as a voice only where it stands above its
 //! pauses ([`AmdConfig::speech_contrast_min_db`]) and is not key presses;
 //! a machine called on what was said (every trigger above but the beeps)
-//! also needs speech whose level swings as a voice's does, whatever the
-//! model or the LLM says ([`AmdConfig::machine_swing_min_db`]): steady
-//! hiss with lost packets passes for speech with Silero.
+//! also needs 150 ms of voice, and speech whose level swings as a voice's
+//! does, whatever the model or the LLM says
+//! ([`AmdConfig::machine_swing_min_db`]): steady hiss with lost packets
+//! passes for speech with Silero.
 //!
 //! After `machine_start` it listens for the end of the greeting: a beep
 //! (`machine_end_beep`), 1.8 s of silence with no tone sounding
