@@ -921,12 +921,9 @@ impl Amd {
             // Confident, if on little speech (music or a tone came first);
             // unless the speech in progress cannot tell yet (a first
             // utterance under 2 s, or speech that just resumed after a
-            // pause): then wait for it. But on some voice: the VAD hears a
-            // blip of 96 ms in the first notes of music, and in a line's
-            // noise stepping up 9 dB (a phone's noise suppression letting
-            // go), whose steady floor then reads as a recording's room; no
-            // voice is shorter than the shortest hello.
-            if !hold_machine && self.voice_ms() >= self.cfg.short_hello_min_ms {
+            // pause): then wait for it. (And on some voice: see
+            // `machine_voice`.)
+            if !hold_machine {
                 self.machine_on_timing(Trigger::Deadline, p);
             }
         } else if silent_since_deadline {
@@ -1027,9 +1024,11 @@ impl Amd {
     /// Whether what was heard can be a greeting: at least as much voice as
     /// the shortest hello, swinging as a voice does
     /// ([`AmdConfig::machine_swing_min_db`]; unknown under 200 ms of it).
-    /// Found by `tests/amd_properties.rs`: the VAD heard 96 ms of "speech"
-    /// at a busy tone's onset, the deadline asked the LLM, and its p 0.55
-    /// made a machine.
+    /// The VAD hears a blip of 96 ms in the first notes of music, at a busy
+    /// tone's onset, and in a line's noise stepping up 9 dB (a phone's
+    /// noise suppression letting go), whose steady floor then reads as a
+    /// recording's room: the deadline called machines on such blips, and an
+    /// LLM asked about one answered p 0.55 (`tests/amd_properties.rs`).
     fn machine_voice(&self) -> bool {
         self.voice_ms() >= self.cfg.short_hello_min_ms
             && self
@@ -1120,13 +1119,13 @@ impl Amd {
             LlmVerdict::Answer { p_machine } => {
                 let combined = 0.7 * p_machine.clamp(0.0, 1.0) + 0.3 * p_model;
                 self.p_machine = combined;
-                if combined >= 0.5 && !self.machine_voice() {
-                    let until_ms = self.now_ms.saturating_add(self.cfg.max_defer_ms);
-                    self.defer(Trigger::Fallback, until_ms);
-                } else if combined >= 0.5 {
+                if combined < 0.5 {
+                    self.decide(AmdOutcome::Human, Trigger::Llm, None);
+                } else if self.machine_voice() {
                     self.decide(AmdOutcome::MachineStart, Trigger::Llm, None);
                 } else {
-                    self.decide(AmdOutcome::Human, Trigger::Llm, None);
+                    let until_ms = self.now_ms.saturating_add(self.cfg.max_defer_ms);
+                    self.defer(Trigger::Fallback, until_ms);
                 }
             }
             LlmVerdict::Failed => self.llm_failed(p_model),

@@ -68,18 +68,18 @@ pub struct FeatureTracker {
     pause_levels: LevelHistogram,
     /// The loudest frame inside speech, no tone in or beside it (dBFS,
     /// pre-emphasised like the floors): what the speech stands on its
-    /// pauses by. Not the
-    /// segmenter's loudest chunk: that level is not pre-emphasised, and
-    /// against a pre-emphasised floor a voice would lose 5-12 dB and a
-    /// hiss gain 3.
+    /// pauses by. Exact, not the 1 dB bin of `speech_levels` it also falls
+    /// in: the 3 dB voice rule was measured on it. Not the segmenter's
+    /// loudest chunk: that level is not pre-emphasised, and against a
+    /// pre-emphasised floor a voice would lose 5-12 dB and a hiss gain 3.
     speech_peak_dbfs: f32,
     /// The levels of the frames inside speech (as the peak): how far a
     /// voice swings between its syllables and the gaps between them.
     speech_levels: LevelHistogram,
-    /// The last frame inside speech, held until the next one shows no tone
-    /// began beside it: its level (`None` for digital silence), and
-    /// whether it or the frame before it was a tone.
-    held_speech: Option<(Option<f32>, bool)>,
+    /// The last frame inside speech (not digital silence), held until the
+    /// next one shows no tone began beside it: its level, and whether it or
+    /// the frame before it was a tone.
+    held_speech: Option<(f32, bool)>,
     /// Whether the last frame was a tone.
     last_tonal: bool,
     /// The last sample of the previous frame (pre-emphasis state).
@@ -115,7 +115,7 @@ const PRE_FLOOR_MIN_FRAMES: u32 = 3;
 /// model learns from; see models/amd.md.)
 const PAUSE_FLOOR_MIN_FRAMES: u32 = 10;
 /// Frames of speech its swing needs (200 ms, a syllable or two).
-pub const SPEECH_SWING_MIN_FRAMES: u32 = 10;
+const SPEECH_SWING_MIN_FRAMES: u32 = 10;
 
 impl LevelHistogram {
     const fn new() -> Self {
@@ -254,10 +254,9 @@ impl FeatureTracker {
         // (a lost frame zeroed, a muted line: not the room's noise, nor a
         // voice)
         let level = (peak > DIGITAL_SILENCE_PEAK).then_some(dbfs);
-        if let Some((held, near_tone)) = self.held_speech.take()
+        if let Some((level, near_tone)) = self.held_speech.take()
             && !near_tone
             && !tonal
-            && let Some(level) = held
         {
             self.speech_peak_dbfs = self.speech_peak_dbfs.max(level);
             self.speech_levels.add(level);
@@ -271,7 +270,7 @@ impl FeatureTracker {
         } else {
             // speech says nothing about the room, only how far it stands
             // above it
-            self.held_speech = Some((level, near_tone));
+            self.held_speech = level.map(|level| (level, near_tone));
             return;
         };
         match level {
@@ -303,8 +302,8 @@ impl FeatureTracker {
     }
 
     /// How far the speech's levels swing, dB: the 90th percentile of its
-    /// frames' levels less their 10th; `None` under
-    /// [`SPEECH_SWING_MIN_FRAMES`] frames of it. A voice swings between its
+    /// frames' levels less their 10th; `None` under 10 frames (200 ms) of
+    /// it. A voice swings between its
     /// syllables and the gaps between its words by 10-30 dB; a steady hiss
     /// that Silero takes for speech (lost packets chop it like syllables)
     /// by 1-2.

@@ -291,9 +291,6 @@ pub struct ToneBank {
     pending_beep: Option<Tone>,
     /// the last frame's level, dBFS
     level_dbfs: f32,
-    /// whether the last frame was a tone: a key press's pair, or one pure
-    /// frequency
-    tonal: bool,
 }
 
 impl ToneBank {
@@ -310,7 +307,6 @@ impl ToneBank {
             sit: None,
             pending_beep: None,
             level_dbfs: -96.0,
-            tonal: false,
         }
     }
 
@@ -357,7 +353,7 @@ impl ToneBank {
     /// frequencies, or a single pure one), whether or not it lasts long
     /// enough to be reported: not a voice.
     pub fn frame_is_tonal(&self) -> bool {
-        self.tonal
+        self.prev.is_some_and(|ft| ft.pure) || self.dtmf.is_some()
     }
 
     /// The beep band, with the same 1 % tolerance frequencies are measured to.
@@ -469,7 +465,6 @@ impl ToneBank {
         }
 
         self.dtmf_frame(&frame.pcm, t0, t1, &mut out);
-        self.tonal = ft.pure || self.dtmf.is_some();
 
         let same_freq = |run: &Run| (ft.freq - run.freq()).abs() <= (run.freq() * 0.015).max(8.0);
         match self.run.as_mut() {
