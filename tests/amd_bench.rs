@@ -65,7 +65,7 @@ fn holds(name: &str, floor: Floor) {
     );
     // what the issue asks on any set
     assert_eq!(r.silence_as_machine, 0, "silence is never called machine");
-    assert_eq!(r.false_beeps, 0);
+    assert_eq!(r.false_beeps, Some(0));
     if let Some(human_p50_ms) = floor.human_p50_ms {
         assert!(r.human_decision_ms.p50.unwrap() <= human_p50_ms);
     }
@@ -378,4 +378,42 @@ fn an_unreadable_clip_is_skipped_and_named() {
         err.contains("none of its 2 clips") && err.contains("not a WAV file"),
         "{err}"
     );
+}
+
+/// Recordings labelled only human or machine say nothing about beeps: a
+/// beep found on one of their voicemails is neither false nor missed, and
+/// the bench says so instead of counting it. An empty `beep_end_ms` cell
+/// still means "no beep" (AMD.md).
+#[test]
+fn beeps_are_not_scored_without_a_beep_column() {
+    let src = common::corpus_dir().join("heldout");
+    let dir = tempfile::tempdir().unwrap();
+    let vm = "personal_vm_beep_0050.wav";
+    std::fs::copy(src.join(vm), dir.path().join(vm)).unwrap();
+    let run = |labels: String| {
+        std::fs::write(dir.path().join("labels.csv"), labels).unwrap();
+        bench(
+            dir.path(),
+            Detector::Dialgate(&AmdConfig::default(), None),
+            1,
+            false,
+            Default::default(),
+            &|_, _| {},
+        )
+        .unwrap()
+    };
+    let r = run(format!("file,label\n{vm},machine\n"));
+    assert_eq!(r.accuracy, 1.0);
+    assert_eq!((r.missed_beeps, r.false_beeps), (None, None));
+    assert_eq!(r.beep_lag_ms.n, 0);
+    let text = dialgate::detect::bench::format_report(&r, &[]);
+    assert!(text.contains("not labelled"), "{text}");
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["false_beeps"].is_null() && json["missed_beeps"].is_null());
+
+    let r = run(format!("file,label,beep_end_ms\n{vm},machine,\n"));
+    assert_eq!((r.missed_beeps, r.false_beeps), (Some(0), Some(1)));
+    let r = run(format!("file,label,beep_end_ms\n{vm},machine,6226\n"));
+    assert_eq!((r.missed_beeps, r.false_beeps), (Some(0), Some(0)));
+    assert_eq!(r.beep_lag_ms.n, 1);
 }

@@ -464,11 +464,12 @@ pub struct Report {
     pub machine_decision_ms: Percentiles,
     /// `machine_end_beep` decision time after `beep_end_ms`.
     pub beep_lag_ms: Percentiles,
-    /// Labelled beeps never reported.
-    pub missed_beeps: usize,
+    /// Labelled beeps never reported; `None` (null) when `labels.csv` has
+    /// no `beep_end_ms` column, so nothing can be missed or false.
+    pub missed_beeps: Option<usize>,
     /// Beeps reported on clips with none (a late beep after a `human`
-    /// decision included).
-    pub false_beeps: usize,
+    /// decision included); `None` as for `missed_beeps`.
+    pub false_beeps: Option<usize>,
     /// Machines called human whose beep, heard within
     /// [`AmdConfig::late_beep_ms`] of that decision, then gave
     /// `machine_end_beep` (trigger `late_beep`). Still counted in
@@ -575,10 +576,11 @@ pub fn report(
                 beep_lag.push(r.result.machine_end_ms.unwrap_or(0) as f64 - end as f64);
             }
             Some(_) => missed_beeps += 1,
-            None if beep_reported => false_beeps += 1,
+            None if beep_reported && row.beep_labelled => false_beeps += 1,
             None => {}
         }
     }
+    let beeps_labelled = rows.iter().any(|r| r.beep_labelled);
     let total = results.len();
     let correct = results.iter().filter(|r| r.correct).count();
     let balanced = if recall.is_empty() {
@@ -606,8 +608,8 @@ pub fn report(
         human_decision_ms: percentiles(human_lat),
         machine_decision_ms: percentiles(machine_lat),
         beep_lag_ms: percentiles(beep_lag),
-        missed_beeps,
-        false_beeps,
+        missed_beeps: beeps_labelled.then_some(missed_beeps),
+        false_beeps: beeps_labelled.then_some(false_beeps),
         late_beep_corrections,
         confusion,
         per_scenario: per_scenario
@@ -744,6 +746,10 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
 
+fn fmt_beeps(n: Option<usize>) -> String {
+    n.map_or("not labelled".into(), |n| n.to_string())
+}
+
 /// The report as text for a terminal; `others` are baselines shown beside.
 pub fn format_report(r: &Report, others: &[Report]) -> String {
     use std::fmt::Write;
@@ -791,8 +797,8 @@ pub fn format_report(r: &Report, others: &[Report]) -> String {
         fmt_ms(x.beep_lag_ms.p50)
     });
     line("  p95 (ms)", &|x| fmt_ms(x.beep_lag_ms.p95));
-    line("missed beeps", &|x| x.missed_beeps.to_string());
-    line("false beeps", &|x| x.false_beeps.to_string());
+    line("missed beeps", &|x| fmt_beeps(x.missed_beeps));
+    line("false beeps", &|x| fmt_beeps(x.false_beeps));
     line("CPU ms per audio second", &|x| {
         format!("{:.2}", x.cpu_ms_per_audio_s)
     });

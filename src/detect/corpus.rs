@@ -65,8 +65,12 @@ pub struct LabelRow {
     pub speech_end_ms: Option<u64>,
     /// Machine clips: end of the greeting.
     pub greeting_end_ms: Option<u64>,
-    /// Machine clips: end of the beep.
+    /// Machine clips: end of the beep; `None` when the clip has none.
     pub beep_end_ms: Option<u64>,
+    /// Whether `labels.csv` has a `beep_end_ms` column at all. A table of
+    /// recordings labelled only human or machine says nothing about beeps,
+    /// and a beep found on one of its voicemails is not a false one.
+    pub beep_labelled: bool,
     /// Free-form scenario tag.
     pub scenario: String,
 }
@@ -179,6 +183,7 @@ pub fn parse_labels(reader: impl std::io::Read, path: &Path) -> Result<Vec<Label
             speech_end_ms: ms(c_speech, "speech_end_ms")?,
             greeting_end_ms: ms(c_greet, "greeting_end_ms")?,
             beep_end_ms: ms(c_beep, "beep_end_ms")?,
+            beep_labelled: c_beep.is_some(),
             scenario: get(c_scen).to_string(),
         });
     }
@@ -205,6 +210,7 @@ mod tests {
         assert_eq!(rows[0].speech_end_ms, Some(820));
         assert_eq!(rows[1].label, Truth::Machine);
         assert_eq!(rows[1].beep_end_ms, Some(6890));
+        assert!(rows.iter().all(|r| r.beep_labelled));
     }
 
     #[test]
@@ -221,6 +227,11 @@ mod tests {
         assert_eq!(rows[0].speech_end_ms, Some(820));
         assert_eq!(rows[1].label, Truth::Machine);
         assert_eq!(rows[1].scenario, "greeting");
+        // (no beep_end_ms column: beeps are not labelled, not absent)
+        assert!(
+            rows.iter()
+                .all(|r| !r.beep_labelled && r.beep_end_ms.is_none())
+        );
     }
 
     #[test]
