@@ -290,8 +290,9 @@ struct AmdArgs {
     /// its own). Default: all channels mixed.
     #[arg(long)]
     channel: Option<u16>,
-    /// Ask an LLM when unsure (DIALGATE_LLM_BASE_URL, DIALGATE_LLM_MODEL,
-    /// DIALGATE_LLM_API_KEY or OPENAI_API_KEY).
+    /// Ask an LLM when unsure (DIALGATE_LLM_BASE_URL, DIALGATE_LLM_MODEL:
+    /// an audio model, default gpt-audio-mini; DIALGATE_LLM_API_KEY or
+    /// OPENAI_API_KEY).
     #[arg(long)]
     llm: bool,
     /// Time the LLM may take, ms.
@@ -882,7 +883,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 },
                 // AMD's LLM verification (campaigns opt in): configured from
-                // DIALGATE_LLM_BASE_URL / _MODEL / _API_KEY or OPENAI_API_KEY.
+                // DIALGATE_LLM_BASE_URL / _MODEL / _API_KEY or OPENAI_API_KEY;
+                // post-call analysis (below) has its own model.
                 llm: {
                     let llm = dialgate::detect::llm::LlmConfig::from_env();
                     let set = std::env::var_os("DIALGATE_LLM_BASE_URL").is_some()
@@ -913,7 +915,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 delivery: dialgate::events::delivery::DeliveryConfig {
                     base_backoff: std::time::Duration::from_millis(event_backoff_ms.max(1)),
                     max_attempts: event_max_attempts.max(1),
-                    llm: Some(dialgate::detect::llm::LlmConfig::from_env()),
+                    llm: Some(dialgate::detect::llm::LlmConfig::analysis_from_env()),
                     ..Default::default()
                 },
             };

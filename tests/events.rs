@@ -109,15 +109,29 @@ struct Chat {
     seen: Arc<Mutex<Vec<Value>>>,
 }
 
-async fn chat(State(c): State<Chat>, body: axum::Json<Value>) -> axum::Json<Value> {
+async fn chat(
+    State(c): State<Chat>,
+    body: axum::Json<Value>,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
     let n = {
         let mut s = c.seen.lock().unwrap();
         s.push(body.0);
         s.len() - 1
     };
     let a = c.answers.get(n).or(c.answers.last()).unwrap().clone();
-    axum::Json(json!({"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}]}))
+    // "400 <message>": OpenAI's error object for a refused request
+    if let Some(message) = a.strip_prefix("400 ") {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": message,
+                "type": "invalid_request_error", "param": null, "code": null}})),
+        );
+    }
+    (
+        axum::http::StatusCode::OK,
+        axum::Json(json!({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}]})),
+    )
 }
 
 async fn start_chat(c: Chat) -> String {
@@ -539,6 +553,8 @@ async fn post_analysis_gets_the_context_and_retries_invalid_answers() {
     );
     assert!(prompt.contains("Agent: Hello."), "{prompt}");
     assert_eq!(seen[0]["response_format"]["json_schema"]["schema"], schema);
+    // (reasoning models refuse any temperature but their own)
+    assert!(seen[0].get("temperature").is_none(), "{:#}", seen[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,4 +654,56 @@ async fn an_answer_that_never_fits_is_reported_and_a_dead_endpoint_is_dead_lette
         )
         .await;
     assert_eq!(s, 409, "only dead events replay");
+}
+
+/// A model that refuses the request (here: no structured outputs, as
+/// OpenAI's audio models answer) is asked once, not at every backoff, and
+/// the call's analysis says what the API said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_analysis_request_fails_at_once_with_the_apis_reason() {
+    let refusal = "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.";
+    let chat_state = Chat {
+        answers: Arc::new(vec![format!("400 {refusal}")]),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let llm = start_chat(chat_state.clone()).await;
+    let r = rig(Some(llm)).await;
+    let schema = json!({"type": "object", "required": ["sentiment"], "properties": {"sentiment": {"type": "string"}}});
+    let (_, tpl) = r
+        .post(
+            "/v1/analysis-templates",
+            json!({"name": "t", "prompt": "{{conversation_turns_simplified}}", "output_schema": schema}),
+        )
+        .await;
+    let camp = json!({
+        "name": "refused", "agent": {"url": r.agent_url, "script": "s"},
+        "numbers": {"default": {"id": "us", "number": "+12015550100"}},
+        "calling_window": {"start": "00:00", "end": "24:00"},
+        "post_analysis_template": tpl["id"],
+    });
+    let (s, c) = r.post("/v1/campaigns", camp).await;
+    assert_eq!(s, 201, "{c}");
+    let (_, v) = r
+        .post(
+            "/v1/calls",
+            json!({"campaign_id": c["id"], "to": "+12015550101"}),
+        )
+        .await;
+    let id = v["call_queue_id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let call = loop {
+        let call = r.get(&format!("/v1/calls/{id}")).await;
+        if call["analysis"]["status"].is_string() {
+            break call;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "{call:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(call["analysis"]["status"], "failed", "{call:#}");
+    let error = call["analysis"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 400") && error.contains(refusal),
+        "{error}"
+    );
+    assert_eq!(chat_state.seen.lock().unwrap().len(), 1, "not retried");
 }

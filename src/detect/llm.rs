@@ -6,7 +6,7 @@
 //! Request (POST `{base_url}/chat/completions`, `Authorization: Bearer`):
 //!
 //! ```json
-//! {"model": "...", "temperature": 0, "response_format": {"type": "json_object"},
+//! {"model": "...", "temperature": 0,
 //!  "messages": [{"role": "system", "content": "<instruction>"},
 //!               {"role": "user", "content": [
 //!                 {"type": "text", "text": "..."},
@@ -16,11 +16,18 @@
 //! Expected answer: `choices[0].message.content` holding
 //! `{"answered_by": "human" | "machine", "confidence": 0..1}`. Anything else
 //! (a timeout, an HTTP error, prose, a missing field) is an [`LlmError`] that
-//! says which; the detector then falls back as configured.
+//! says which; the detector then falls back as configured. No
+//! `response_format` is sent: OpenAI's audio models list structured outputs
+//! as not supported, and a request with a parameter a model refuses fails
+//! with HTTP 400 on every call. The instruction asks for the object alone,
+//! and [`parse_verdict`] takes it bare or in a code fence.
 //!
 //! Configuration: `DIALGATE_LLM_BASE_URL` (default `https://api.openai.com/v1`),
-//! `DIALGATE_LLM_MODEL` (default `gpt-4o-audio-preview`), and the key from
-//! `DIALGATE_LLM_API_KEY` or `OPENAI_API_KEY`.
+//! `DIALGATE_LLM_MODEL` (default [`DEFAULT_AMD_MODEL`]), and the key from
+//! `DIALGATE_LLM_API_KEY` or `OPENAI_API_KEY`. Post-call analysis uses the
+//! same endpoint and key with its own model, `DIALGATE_ANALYSIS_MODEL`
+//! (default [`DEFAULT_ANALYSIS_MODEL`]): it needs structured outputs, which
+//! the audio models lack, and no audio, so one model cannot serve both.
 
 use std::time::Duration;
 
@@ -68,19 +75,44 @@ pub struct LlmConfig {
     pub api_key: String,
 }
 
+/// The model AMD verification asks unless `DIALGATE_LLM_MODEL` says
+/// otherwise: it must take audio in (`input_audio`). OpenAI's
+/// `gpt-4o-audio-preview`, the default until 2026-12-06, is shut down and
+/// `gpt-audio` deprecated; the mini model is the cheapest and quickest of
+/// those left, and a verdict has a 1.5 s budget.
+pub const DEFAULT_AMD_MODEL: &str = "gpt-audio-mini";
+
+/// The model post-call analysis asks unless `DIALGATE_ANALYSIS_MODEL` says
+/// otherwise: a text model with structured outputs (`json_schema`).
+pub const DEFAULT_ANALYSIS_MODEL: &str = "gpt-5-mini";
+
 impl LlmConfig {
-    /// Reads the configuration from the environment.
+    /// AMD verification's configuration, from the environment.
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_vars(env_var, "DIALGATE_LLM_MODEL", DEFAULT_AMD_MODEL)
+    }
+
+    /// Post-call analysis's configuration, from the environment: the
+    /// verifier's endpoint and key, its own model.
+    pub fn analysis_from_env() -> Self {
+        Self::from_vars(env_var, "DIALGATE_ANALYSIS_MODEL", DEFAULT_ANALYSIS_MODEL)
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>, model_var: &str, model: &str) -> Self {
         Self {
             base_url: var("DIALGATE_LLM_BASE_URL")
                 .unwrap_or_else(|| "https://api.openai.com/v1".into()),
-            model: var("DIALGATE_LLM_MODEL").unwrap_or_else(|| "gpt-4o-audio-preview".into()),
+            model: var(model_var).unwrap_or_else(|| model.into()),
             api_key: var("DIALGATE_LLM_API_KEY")
                 .or_else(|| var("OPENAI_API_KEY"))
                 .unwrap_or_default(),
         }
     }
+}
+
+/// A set, non-empty environment variable.
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -159,7 +191,6 @@ impl LlmVerifier {
         serde_json::json!({
             "model": self.cfg.model,
             "temperature": 0,
-            "response_format": {"type": "json_object"},
             "messages": [
                 {"role": "system", "content": INSTRUCTION},
                 {"role": "user", "content": [
@@ -272,5 +303,43 @@ mod tests {
             "wav"
         );
         assert_eq!(body["model"], "m");
+        // (audio models refuse structured outputs: see the module's docs)
+        assert!(body.get("response_format").is_none(), "{body}");
+    }
+
+    #[test]
+    fn analysis_has_its_own_model_on_the_same_endpoint() {
+        let vars = |set: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let amd = |set| LlmConfig::from_vars(vars(set), "DIALGATE_LLM_MODEL", DEFAULT_AMD_MODEL);
+        let analysis = |set| {
+            LlmConfig::from_vars(vars(set), "DIALGATE_ANALYSIS_MODEL", DEFAULT_ANALYSIS_MODEL)
+        };
+        let none: &[(&str, &str)] = &[];
+        assert_eq!(amd(none).model, "gpt-audio-mini");
+        assert_eq!(analysis(none).model, "gpt-5-mini");
+        assert_eq!(amd(none).base_url, "https://api.openai.com/v1");
+        let set: &[(&str, &str)] = &[
+            ("DIALGATE_LLM_BASE_URL", "http://llm.local/v1"),
+            ("DIALGATE_LLM_MODEL", "audio-x"),
+            ("OPENAI_API_KEY", "sk-1"),
+        ];
+        // setting the verifier's model leaves the analysis model alone
+        assert_eq!(amd(set).model, "audio-x");
+        assert_eq!(analysis(set).model, "gpt-5-mini");
+        assert_eq!(analysis(set).base_url, "http://llm.local/v1");
+        assert_eq!(analysis(set).api_key, "sk-1");
+        let set: &[(&str, &str)] = &[
+            ("DIALGATE_ANALYSIS_MODEL", "text-y"),
+            ("DIALGATE_LLM_API_KEY", "k"),
+            ("OPENAI_API_KEY", "sk-1"),
+        ];
+        assert_eq!(analysis(set).model, "text-y");
+        assert_eq!(amd(set).api_key, "k");
     }
 }

@@ -494,9 +494,10 @@ async fn analyse(sh: &Shared, row: &OutboxRow) -> Outcome {
     let ctx = analysis_context(row.payload.as_object().unwrap_or(&Map::new()));
     let prompt = render_prompt(tpl["prompt"].as_str().unwrap_or(""), &ctx);
     let schema = tpl["output_schema"].clone();
+    // (no temperature: reasoning models, the default among them, accept
+    // only their own; the schema is what keeps the answer in shape)
     let body = json!({
         "model": llm.model,
-        "temperature": 0,
         "messages": [
             {"role": "system", "content": "You analyse a finished phone call. Answer with one JSON object that matches the given schema, nothing else."},
             {"role": "user", "content": prompt}
@@ -510,7 +511,28 @@ async fn analyse(sh: &Shared, row: &OutboxRow) -> Outcome {
     }
     let resp = match req.send().await {
         Ok(r) if r.status().is_success() => r,
-        Ok(r) => return Outcome::Retry(format!("HTTP {} from {url}", r.status().as_u16())),
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            let why = format!(
+                "HTTP {} from {url} (model {}): {}",
+                status.as_u16(),
+                llm.model,
+                body.chars().take(300).collect::<String>()
+            );
+            // A request the API refuses (a model that does not exist or
+            // lacks structured outputs, a bad key) is refused again with
+            // the same body: fail it now, with the API's reason, rather
+            // than after every backoff. A timeout or a rate limit may pass.
+            return if status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+            {
+                Outcome::Dead(why)
+            } else {
+                Outcome::Retry(why)
+            };
+        }
         Err(e) => return Outcome::Retry(format!("{url}: {e}")),
     };
     let v: Value = match resp.json().await {
