@@ -25,7 +25,7 @@
 mod common;
 
 use dialgate::detect::amd::AmdConfig;
-use dialgate::detect::bench::{Detector, bench};
+use dialgate::detect::bench::{BenchError, Detector, Report, bench};
 
 /// What a set holds: its size, and floors at the figures measured on it.
 struct Floor {
@@ -41,17 +41,21 @@ struct Floor {
 /// The human latency bar, which some sets hold.
 const BAR_HUMAN_P50_MS: f64 = 600.0;
 
-fn holds(name: &str, floor: Floor) {
-    let dir = common::corpus_dir().join(name);
-    let r = bench(
-        &dir,
+/// `amd bench DIR` with the default detector, on two threads.
+fn bench_dir(dir: &std::path::Path, per_file: bool) -> Result<Report, BenchError> {
+    bench(
+        dir,
         Detector::Dialgate(&AmdConfig::default(), None),
         2,
-        true,
+        per_file,
         Default::default(),
         &|_, _| {},
     )
-    .unwrap();
+}
+
+fn holds(name: &str, floor: Floor) {
+    let dir = common::corpus_dir().join(name);
+    let r = bench_dir(&dir, true).unwrap();
     eprintln!(
         "{name}: accuracy {:.3}, humans as machine {}/{}, machines as human {}/{}, human p50 {:?} ms, machine p50 {:?} ms, beep lag p50 {:?} ms",
         r.accuracy,
@@ -343,16 +347,7 @@ fn an_unreadable_clip_is_skipped_and_named() {
         ),
     )
     .unwrap();
-    let run = || {
-        bench(
-            dir.path(),
-            Detector::Dialgate(&AmdConfig::default(), None),
-            2,
-            false,
-            Default::default(),
-            &|_, _| {},
-        )
-    };
+    let run = || bench_dir(dir.path(), false);
     let r = run().unwrap();
     assert_eq!(r.total, 2);
     assert_eq!(r.accuracy, 1.0);
@@ -392,15 +387,7 @@ fn beeps_are_not_scored_without_a_beep_column() {
     std::fs::copy(src.join(vm), dir.path().join(vm)).unwrap();
     let run = |labels: String| {
         std::fs::write(dir.path().join("labels.csv"), labels).unwrap();
-        bench(
-            dir.path(),
-            Detector::Dialgate(&AmdConfig::default(), None),
-            1,
-            false,
-            Default::default(),
-            &|_, _| {},
-        )
-        .unwrap()
+        bench_dir(dir.path(), false).unwrap()
     };
     let r = run(format!("file,label\n{vm},machine\n"));
     assert_eq!(r.accuracy, 1.0);

@@ -250,6 +250,19 @@ async fn rig(llm_url: Option<String>) -> Rig {
 }
 
 impl Rig {
+    /// The call, once its analysis is done or failed (at most 40 s).
+    async fn call_once_analysed(&self, id: &str) -> Value {
+        let t = Instant::now();
+        loop {
+            let call = self.get(&format!("/v1/calls/{id}")).await;
+            if call["analysis"]["status"].is_string() {
+                return call;
+            }
+            assert!(t.elapsed() < Duration::from_secs(40), "{call:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -533,15 +546,7 @@ async fn post_analysis_gets_the_context_and_retries_invalid_answers() {
         )
         .await;
     let id = v["call_queue_id"].as_str().unwrap().to_string();
-    let t = Instant::now();
-    let call = loop {
-        let call = r.get(&format!("/v1/calls/{id}")).await;
-        if call["analysis"]["status"].is_string() {
-            break call;
-        }
-        assert!(t.elapsed() < Duration::from_secs(40), "{call:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let call = r.call_once_analysed(&id).await;
     assert_eq!(call["analysis"]["status"], "done", "{call:#}");
     assert_eq!(call["analysis"]["result"]["sentiment"], "positive");
     let seen = chat_state.seen.lock().unwrap().clone();
@@ -690,15 +695,7 @@ async fn a_refused_analysis_request_fails_at_once_with_the_apis_reason() {
         )
         .await;
     let id = v["call_queue_id"].as_str().unwrap().to_string();
-    let t = Instant::now();
-    let call = loop {
-        let call = r.get(&format!("/v1/calls/{id}")).await;
-        if call["analysis"]["status"].is_string() {
-            break call;
-        }
-        assert!(t.elapsed() < Duration::from_secs(40), "{call:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let call = r.call_once_analysed(&id).await;
     assert_eq!(call["analysis"]["status"], "failed", "{call:#}");
     let error = call["analysis"]["error"].as_str().unwrap();
     assert!(
