@@ -250,13 +250,23 @@ async fn rig(llm_url: Option<String>) -> Rig {
 }
 
 impl Rig {
-    /// The call, once its analysis is done or failed (at most 40 s).
-    async fn call_once_analysed(&self, id: &str) -> Value {
+    /// Creates `campaign`, calls a person on it, and returns the call's
+    /// id and the call once its analysis is done or failed (at most 40 s).
+    async fn analysed_call(&self, campaign: Value) -> (String, Value) {
+        let (s, c) = self.post("/v1/campaigns", campaign).await;
+        assert_eq!(s, 201, "{c}");
+        let (_, v) = self
+            .post(
+                "/v1/calls",
+                json!({"campaign_id": c["id"], "to": "+12015550101"}),
+            )
+            .await;
+        let id = v["call_queue_id"].as_str().unwrap().to_string();
         let t = Instant::now();
         loop {
             let call = self.get(&format!("/v1/calls/{id}")).await;
             if call["analysis"]["status"].is_string() {
-                return call;
+                return (id, call);
             }
             assert!(t.elapsed() < Duration::from_secs(40), "{call:#}");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -537,16 +547,7 @@ async fn post_analysis_gets_the_context_and_retries_invalid_answers() {
         "post_analysis_template": tpl["id"],
         "actions": {"call_ended": {"tool_id": tool["id"]}}
     });
-    let (s, c) = r.post("/v1/campaigns", camp).await;
-    assert_eq!(s, 201, "{c}");
-    let (_, v) = r
-        .post(
-            "/v1/calls",
-            json!({"campaign_id": c["id"], "to": "+12015550101"}),
-        )
-        .await;
-    let id = v["call_queue_id"].as_str().unwrap().to_string();
-    let call = r.call_once_analysed(&id).await;
+    let (id, call) = r.analysed_call(camp).await;
     assert_eq!(call["analysis"]["status"], "done", "{call:#}");
     assert_eq!(call["analysis"]["result"]["sentiment"], "positive");
     let seen = chat_state.seen.lock().unwrap().clone();
@@ -686,16 +687,7 @@ async fn a_refused_analysis_request_fails_at_once_with_the_apis_reason() {
         "calling_window": {"start": "00:00", "end": "24:00"},
         "post_analysis_template": tpl["id"],
     });
-    let (s, c) = r.post("/v1/campaigns", camp).await;
-    assert_eq!(s, 201, "{c}");
-    let (_, v) = r
-        .post(
-            "/v1/calls",
-            json!({"campaign_id": c["id"], "to": "+12015550101"}),
-        )
-        .await;
-    let id = v["call_queue_id"].as_str().unwrap().to_string();
-    let call = r.call_once_analysed(&id).await;
+    let (_, call) = r.analysed_call(camp).await;
     assert_eq!(call["analysis"]["status"], "failed", "{call:#}");
     let error = call["analysis"]["error"].as_str().unwrap();
     assert!(
