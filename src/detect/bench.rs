@@ -512,6 +512,8 @@ pub fn report(
     let (mut non_silence, mut unknowns, mut silence_as_machine) = (0, 0, 0);
     let (mut human_lat, mut machine_lat, mut beep_lag) = (Vec::new(), Vec::new(), Vec::new());
     let (mut missed_beeps, mut false_beeps, mut late_beep_corrections) = (0, 0, 0);
+    // (counted either way; reported only if the table labels beeps)
+    let beeps_labelled = rows.iter().any(|r| r.beep_labelled);
     let (mut cpu_ms, mut audio_ms) = (0.0, 0u64);
     for (r, row) in results.iter().zip(rows) {
         let pred = r.predicted.as_str();
@@ -576,11 +578,10 @@ pub fn report(
                 beep_lag.push(r.result.machine_end_ms.unwrap_or(0) as f64 - end as f64);
             }
             Some(_) => missed_beeps += 1,
-            None if beep_reported && row.beep_labelled => false_beeps += 1,
+            None if beep_reported => false_beeps += 1,
             None => {}
         }
     }
-    let beeps_labelled = rows.iter().any(|r| r.beep_labelled);
     let total = results.len();
     let correct = results.iter().filter(|r| r.correct).count();
     let balanced = if recall.is_empty() {

@@ -340,6 +340,18 @@ fn action_for(sh: &Shared, row: &OutboxRow) -> Result<Option<(Value, ActionSpec)
     Ok(Some((tool, action.clone())))
 }
 
+/// A non-2xx answer. A 4xx other than 408 (timeout) and 429 (rate limit)
+/// is the server refusing this request, which it will refuse again: dead
+/// at once, with `why`. Anything else may pass on a retry.
+fn refused_or_retry(status: reqwest::StatusCode, why: String) -> Outcome {
+    let code = status.as_u16();
+    if (400..500).contains(&code) && code != 408 && code != 429 {
+        Outcome::Dead(why)
+    } else {
+        Outcome::Retry(why)
+    }
+}
+
 async fn deliver(sh: &Shared, row: &OutboxRow) -> Outcome {
     let (tool, action) = match action_for(sh, row) {
         Ok(Some(x)) => x,
@@ -373,15 +385,10 @@ async fn deliver(sh: &Shared, row: &OutboxRow) -> Outcome {
     }
     match req.body(body).send().await {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) => {
-            let code = r.status().as_u16();
-            let msg = format!("HTTP {code} from {url}");
-            if (400..500).contains(&code) && code != 408 && code != 429 {
-                Outcome::Dead(msg)
-            } else {
-                Outcome::Retry(msg)
-            }
-        }
+        Ok(r) => refused_or_retry(
+            r.status(),
+            format!("HTTP {} from {url}", r.status().as_u16()),
+        ),
         Err(e) => Outcome::Retry(format!("{url}: {e}")),
     }
 }
@@ -512,6 +519,8 @@ async fn analyse(sh: &Shared, row: &OutboxRow) -> Outcome {
     let resp = match req.send().await {
         Ok(r) if r.status().is_success() => r,
         Ok(r) => {
+            // (the API's reason: a model that does not exist or lacks
+            // structured outputs, a bad key)
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
             let why = format!(
@@ -520,18 +529,7 @@ async fn analyse(sh: &Shared, row: &OutboxRow) -> Outcome {
                 llm.model,
                 body.chars().take(300).collect::<String>()
             );
-            // A request the API refuses (a model that does not exist or
-            // lacks structured outputs, a bad key) is refused again with
-            // the same body: fail it now, with the API's reason, rather
-            // than after every backoff. A timeout or a rate limit may pass.
-            return if status.is_client_error()
-                && status != reqwest::StatusCode::REQUEST_TIMEOUT
-                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
-            {
-                Outcome::Dead(why)
-            } else {
-                Outcome::Retry(why)
-            };
+            return refused_or_retry(status, why);
         }
         Err(e) => return Outcome::Retry(format!("{url}: {e}")),
     };
